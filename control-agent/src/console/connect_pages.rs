@@ -166,6 +166,20 @@ fn connect_of(api: &Api) -> Result<&Arc<Connect>, Resp> {
     })
 }
 
+/// The vault's flow for a form POST, which another site may not send.
+fn posted(api: &Api, req: &Request, peer: IpAddr) -> Result<Arc<Connect>, Resp> {
+    let c = connect_of(api)?.clone();
+    if cross_site(req) {
+        return Err(refused(
+            api,
+            StatusCode::FORBIDDEN,
+            "the request came from another site",
+            peer,
+        ));
+    }
+    Ok(c)
+}
+
 /// The person's sign-in the browser holds, if any.
 fn person_of(c: &Connect, h: &http::HeaderMap) -> Option<Person> {
     let v = named_cookie(h, PERSON)?;
@@ -303,18 +317,10 @@ pub(crate) async fn consent(State(api): State<Arc<Api>>, req: Request) -> Resp {
 /// `POST /console/connect/allow`.
 pub(crate) async fn allow(State(api): State<Arc<Api>>, req: Request) -> Resp {
     let peer = crate::server::extract::peer_of(req.extensions());
-    let c = match connect_of(&api) {
-        Ok(c) => c.clone(),
+    let c = match posted(&api, &req, peer) {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    if cross_site(&req) {
-        return refused(
-            &api,
-            StatusCode::FORBIDDEN,
-            "the request came from another site",
-            peer,
-        );
-    }
     let headers = req.headers().clone();
     let form = match read_form(req.into_body()).await {
         Ok(f) => f,
@@ -531,18 +537,10 @@ pub(crate) async fn connections(State(api): State<Arc<Api>>, req: Request) -> Re
 /// `POST /console/connections/revoke`: one of the person's connections.
 pub(crate) async fn revoke(State(api): State<Arc<Api>>, req: Request) -> Resp {
     let peer = crate::server::extract::peer_of(req.extensions());
-    let c = match connect_of(&api) {
-        Ok(c) => c.clone(),
+    let c = match posted(&api, &req, peer) {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    if cross_site(&req) {
-        return refused(
-            &api,
-            StatusCode::FORBIDDEN,
-            "the request came from another site",
-            peer,
-        );
-    }
     let Some(person) = person_of(&c, req.headers()) else {
         return refused(&api, StatusCode::UNAUTHORIZED, "sign in first", peer);
     };

@@ -26,6 +26,7 @@ use warden_filters::engines::identity::AuthMethod;
 use warden_filters::{codes, JsonRpcError, Principal, Refusal};
 
 use super::agents::{Agents, Clients, Use};
+use crate::identity::outbound::refuse;
 
 /// How long a fetched credential is used without asking again.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);
@@ -57,19 +58,6 @@ pub struct VaultClient {
     gateway_id: String,
     clients: Clients,
     cache: moka::sync::Cache<[u8; 32], Arc<Cached>>,
-}
-
-fn refuse(status: u16, reason: &'static str, message: String) -> Refusal {
-    let code = if status == 403 {
-        codes::FORBIDDEN
-    } else {
-        codes::UPSTREAM_UNAVAILABLE
-    };
-    Refusal::new(
-        status,
-        reason,
-        JsonRpcError::new(code, message).with_data(serde_json::json!({"reason": reason})),
-    )
 }
 
 #[derive(serde::Deserialize)]

@@ -75,8 +75,9 @@ impl Default for TokenCache {
     }
 }
 
-/// Why no token: the caller's answer.
-fn refuse(status: u16, reason: &'static str, message: String) -> Refusal {
+/// Why no token (or credential): the caller's answer, 403 when the
+/// caller's own credential cannot be used, else the upstream unavailable.
+pub(crate) fn refuse(status: u16, reason: &'static str, message: String) -> Refusal {
     let code = if status == 403 {
         codes::FORBIDDEN
     } else {
