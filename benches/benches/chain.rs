@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
             justification: None,
             keep_arguments: false,
             global: None,
+            budget: None,
             flow: None,
             flow_session: None,
             asked: None,

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod archive;
+pub mod budgets;
 pub mod error;
 pub mod flows;
 pub mod guards;

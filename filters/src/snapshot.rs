@@ -129,6 +129,8 @@ pub struct Snapshot {
     pub auth: Option<Authenticator>,
     /// `None`: the bundle has no Rego; every message is allowed.
     pub policy: Option<Arc<PolicyEngine>>,
+    /// The time zone money budgets' periods run in (`budgets.timezone`).
+    pub budget_clock: crate::guards::budget::BudgetClock,
     /// Redacts free text the gateway itself writes (audit fields): the
     /// bundle's DLP detectors, or the built-in ones.
     pub redactor: Arc<crate::engines::dlp::Scanner>,
@@ -259,6 +261,8 @@ pub struct Shared {
     /// The fleet's just-in-time grants (`input.principal.grants`), as the
     /// control agent last listed them.
     pub grants: Arc<crate::engines::grants::Grants>,
+    /// This replica's spend per money budget and holder (see `budget`).
+    pub budgets: Arc<crate::guards::budget::BudgetTables>,
 }
 
 impl Shared {
@@ -295,6 +299,9 @@ impl Shared {
         s.grants = Arc::new(crate::engines::grants::Grants::new(
             budget.entries(Table::Grants) as usize,
         ));
+        s.budgets = Arc::new(crate::guards::budget::BudgetTables::new(
+            budget.entries(Table::Budgets),
+        ));
         Arc::new(s)
     }
 
@@ -312,6 +319,7 @@ impl Shared {
             live_tools: Arc::new(crate::guards::registry::LiveTools::default()),
             listed: Arc::new(crate::guards::names::ListedNames::default()),
             grants: Arc::new(crate::engines::grants::Grants::default()),
+            budgets: Arc::new(crate::guards::budget::BudgetTables::new(100_000)),
         })
     }
 }
@@ -709,6 +717,13 @@ impl Snapshot {
         // says so).
         filters.push(Arc::new(crate::guards::cancel::CancelFilter));
         filters.extend(extra);
+        // Money budgets: after every guard that may refuse the call (their
+        // refusals name the real reason, and what a refused call reserved
+        // is given back), before a person is asked to approve it.
+        if let Some(f) = crate::guards::budget::BudgetFilter::new(&config.budgets, &config.catalog)
+        {
+            filters.push(Arc::new(f));
+        }
         // Last: a held call has passed every other guard, its bytes final.
         let flows_ask = config
             .flows
@@ -729,7 +744,9 @@ impl Snapshot {
         }
         let chain = FilterChain::new(filters, parse_limits);
         let outer_chain = FilterChain::new(Vec::new(), parse_limits);
+        let budget_clock = crate::guards::budget::BudgetClock::new(&config.budgets.timezone);
         Ok(Snapshot {
+            budget_clock,
             revision: bundle.revision.clone(),
             config,
             routes,

@@ -74,6 +74,21 @@ impl Price {
     }
 }
 
+/// The currency the catalog prices in (one per bundle), if any tool has a price.
+pub fn currency(catalog: &std::collections::HashMap<String, ServerCatalog>) -> Option<&str> {
+    let mut all: Vec<&str> = catalog
+        .values()
+        .flat_map(|c| {
+            c.price
+                .iter()
+                .chain(c.tools.values().filter_map(|t| t.price.as_ref()))
+                .map(|p| p.currency.as_str())
+        })
+        .collect();
+    all.sort_unstable();
+    all.first().copied()
+}
+
 /// An amount of money as millionths: a decimal string or number with at
 /// most six decimals, not negative.
 pub fn micros(v: &serde_yaml_ng::Value) -> Result<u64, String> {

@@ -19,7 +19,7 @@ mod policy;
 pub use crate::denial::DenialStyle;
 pub use crate::risk::Risk;
 pub use crate::secret::Secret;
-pub use catalog::{micros, Price, ServerCatalog, ToolEntry, ToolMap};
+pub use catalog::{currency, micros, Price, ServerCatalog, ToolEntry, ToolMap};
 pub use credentials::{vault_name, Credentials, VaultCredential, VaultSource};
 pub use identity::{
     hash_api_key, parse_key_hash, ApiKey, CertMatch, Identity, JwksSource, Jwt, MtlsRule,

@@ -65,10 +65,14 @@ pub enum Table {
     /// [`Table::entry_bytes`] per 512 bytes it holds). When full, the
     /// least used go first and are fetched again.
     Credentials,
+    /// Money spent per budget holder (`budgets:`) this period, in this
+    /// replica. It never forgets a live counter: when full, counters of
+    /// periods that are over go, and a holder it cannot hold is refused.
+    Budgets,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Ledger,
         Table::Sessions,
         Table::Quotas,
@@ -79,6 +83,7 @@ impl Table {
         Table::Names,
         Table::Grants,
         Table::Credentials,
+        Table::Budgets,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +98,7 @@ impl Table {
             Table::Names => "names",
             Table::Grants => "grants",
             Table::Credentials => "credentials",
+            Table::Budgets => "budgets",
         }
     }
 
@@ -110,6 +116,7 @@ impl Table {
             Table::Names => 30,
             Table::Grants => 20,
             Table::Credentials => 10,
+            Table::Budgets => 20,
         }
     }
 
@@ -141,6 +148,9 @@ impl Table {
             // A unit of a fetched credential's weight (its value, its
             // reference and the cache's bookkeeping, per 512 bytes).
             Table::Credentials => 512,
+            // A holder's key (a 16-byte definition and its names), the
+            // counter behind its lock and the map's bookkeeping.
+            Table::Budgets => 256,
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct Config {
     pub quotas: Vec<crate::guards::Quota>,
     /// Shared store of global quotas.
     pub redis: Option<crate::guards::Redis>,
+    /// Money budgets over the catalog's prices.
+    pub budgets: crate::budgets::Budgets,
     /// Fleet secret that seals session ids (stateless replicas).
     pub session_seal: Option<crate::access::Secret>,
     /// How long a sealed session id opens after the `initialize` that
@@ -153,6 +155,14 @@ impl Config {
         let redis = crate::guards::redis(raw.redis.as_ref(), p);
         let quotas = crate::guards::quotas(&raw.quotas, redis.is_some(), p);
         virtual_aliases(&servers, &quotas, &kill_switch, &catalog, p);
+        let budgets = crate::budgets::budgets(
+            raw.budgets.as_ref(),
+            access::currency(&catalog),
+            &policy.timezone,
+            redis.is_some(),
+            &known,
+            p,
+        );
         let session_seal = access::session_seal(raw.sessions.as_ref(), root, p);
         let session_max_age = session_max_age(raw.sessions.as_ref(), p);
         let schemas = crate::guards::schemas(&raw.schemas, p);
@@ -172,6 +182,7 @@ impl Config {
             kill_switch,
             quotas,
             redis,
+            budgets,
             session_seal,
             session_max_age,
             schemas,

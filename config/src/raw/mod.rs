@@ -8,6 +8,7 @@
 //! read: `gateway`, `servers`, `upstream_auth`, `access` and `guards`.
 
 mod access;
+mod budgets;
 mod flows;
 mod gateway;
 mod guards;
@@ -23,6 +24,7 @@ pub use access::{
     ApiKeyConfig, IdentityConfig, JwtConfig, KillSwitchConfig, MtlsPrincipalConfig, PolicyConfig,
     PriceConfig, ServerCatalogConfig, ToolCatalogConfig, UnitPriceConfig,
 };
+pub use budgets::{BudgetConfig, BudgetsConfig};
 pub use flows::{FlowsConfig, ResourceLabelConfig};
 pub use gateway::{
     AdminConfig, AuditConfig, AuditExportConfig, HttpExportConfig, LimitsConfig, ListenerConfig,
@@ -83,6 +85,9 @@ pub struct WardenConfig {
     /// Store shared by replicas (global quotas).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Money budgets over the catalog's prices (`docs/guards.md`).
+    #[serde(default)]
+    pub budgets: Option<BudgetsConfig>,
     /// Session ids sealed with a fleet key, so any replica serves any session.
     #[serde(default)]
     pub sessions: Option<SessionsConfig>,

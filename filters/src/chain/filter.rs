@@ -65,6 +65,9 @@ pub struct Exchange<'a> {
     pub keep_arguments: bool,
     /// Global-quota reservations made for this request (see `quota::global_demands`).
     pub global: Option<&'a GlobalVerdicts>,
+    /// Money-budget reservations made for this request's priced calls
+    /// (see `guards::budget`).
+    pub budget: Option<&'a crate::guards::budget::BudgetVerdicts>,
     /// The flow state read from the shared store for this request (see
     /// `flow`); `None`: the process's own table holds it.
     pub flow: Option<&'a crate::engines::flow::Loaded>,
@@ -107,6 +110,7 @@ impl<'a> Exchange<'a> {
             justification: None,
             keep_arguments: false,
             global: None,
+            budget: None,
             flow: None,
             flow_session: None,
             asked: None,

@@ -45,6 +45,9 @@ pub struct MessageRecord {
     /// What a `tools/call` cost (the catalog's `price`): set on its reply's
     /// record, or on the call's own when the reply came on its POST.
     pub cost: Option<Cost>,
+    /// Money budgets' alerts this call's charge raised (`budgets:`), as the
+    /// audit record's `budget`.
+    pub budget: Option<serde_json::Value>,
 }
 
 /// What one call cost.
@@ -436,6 +439,7 @@ impl MessageRecord {
             notice: None,
             completing: None,
             cost: None,
+            budget: None,
         }
     }
 
@@ -458,6 +462,7 @@ impl MessageRecord {
             notice: None,
             completing: None,
             cost: None,
+            budget: None,
         }
     }
 

@@ -3,11 +3,13 @@
 //! denial's record). `snapshot` chains them in this order: `task_binding`,
 //! `kill_switch`, `input_state`, `cursor`, `scopes`, `quota`, `runaway`,
 //! `names`, `policy`, `tools` (`tool_pinning`), `mirrored_headers`, `tools`
-//! (`schema`), `egress`, DLP, (flows' reply half), `cancel`, `approval`. A
+//! (`schema`), `egress`, DLP, (flows' reply half), `cancel`, `budget`,
+//! `approval`. A
 //! reply DLP rewrote is judged again by the content guards before it (see
 //! `McpFilter::rewrites_content`).
 
 pub mod approval;
+pub mod budget;
 pub mod cancel;
 pub mod cursor;
 pub mod dlp;

@@ -32,6 +32,9 @@ pub mod codes {
     pub const QUOTA_EXCEEDED: i32 = -31012;
     /// A tool definition changed and is quarantined until approved.
     pub const TOOL_QUARANTINED: i32 = -31013;
+    /// A money budget (`budgets:`) would be exceeded; `data.resets_at`
+    /// (RFC 3339) and `data.retry_after` (seconds) say when it starts over.
+    pub const BUDGET_EXCEEDED: i32 = -31019;
     /// A URL argument points somewhere the egress rules forbid.
     pub const EGRESS_DENIED: i32 = -31014;
     /// Data-loss prevention refused the message (`data.rules`).

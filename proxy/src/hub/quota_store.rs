@@ -31,6 +31,9 @@ use warden_filters::guards::quota::{GlobalDemand, GlobalVerdict};
 
 use crate::observability::metrics::metrics;
 
+mod budgets;
+pub use budgets::{BudgetKey, Reserved};
+
 /// Grant `min(ARGV[2], ARGV[1] − used)` units of KEYS[1], expire it after ARGV[3] ms.
 const GRANT: &str = r#"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -97,6 +97,7 @@ impl Gateway {
                 Table::Names => self.shared.listed.len() as u64,
                 Table::Grants => self.shared.grants.len() as u64,
                 Table::Credentials => self.vault.get().map_or(0, |v| v.weight()),
+                Table::Budgets => self.shared.budgets.len(),
             };
             m.table_entries
                 .with_label_values(&[t.as_str()])

@@ -140,6 +140,12 @@ pub struct AuditRecord {
     /// `warden_unpriced_calls_total`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<serde_json::Value>,
+    /// Money budgets (`budgets:`): the alerts this call's charge raised,
+    /// `{"alerts": [{"budget", "per", "holder", "threshold", "spent",
+    /// "limit", "currency", "period", "resets_at"}]}`, once per threshold
+    /// and period across the fleet for a global budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<serde_json::Value>,
     /// What DLP found: detector, rule, JSON path and action — never the text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dlp: Vec<DlpFinding>,

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub quota_store_up: IntGaugeVec,
     pub quota_store_requests: IntCounterVec,
     pub quota_store_fallbacks: IntCounterVec,
+    /// Money budgets' alert thresholds crossed, by budget and threshold.
+    pub budget_alerts: IntCounterVec,
+    /// Budget reservations the shared store refused or could not answer.
+    pub budget_store: IntCounterVec,
     /// DLP findings by detector, direction and action.
     pub dlp_findings: IntCounterVec,
     pub policy_shadow_disagreements: IntCounterVec,
@@ -240,6 +244,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_quota_store_fallbacks_total",
             "Global quota checks decided without the store, by on_store_failure mode",
             &["mode"]
+        )?,
+        budget_alerts: register_int_counter_vec!(
+            "warden_budget_alerts_total",
+            "Money budgets' alert thresholds crossed (once per holder, threshold and period)",
+            &["budget", "threshold"]
+        )?,
+        budget_store: register_int_counter_vec!(
+            "warden_budget_store_total",
+            "Global budget reservations refused by the shared store (over) or decided without it (unavailable)",
+            &["result"]
         )?,
         inflight: register_int_gauge!("warden_inflight_requests", "Requests in flight")?,
         bundle_info: prometheus::register_int_gauge_vec!(

@@ -250,6 +250,9 @@ pub struct RequestCtx {
     pub upstream: UpstreamLeg,
     /// The reply on its way back (`reply`).
     pub reply: ReplyState,
+    /// Money budgets: what this request's priced calls reserved, and the
+    /// prices per unit its replies owe (`guards::budget`).
+    pub budget: crate::pipeline::guards::budget::BudgetLeg,
 }
 
 impl RequestCtx {
@@ -285,6 +288,7 @@ impl RequestCtx {
                 endpoint_seen: false,
                 allowed_under: None,
             },
+            budget: Default::default(),
             kind: ExchangeKind::Post,
             principal: Principal::shared_anonymous(),
             now: std::time::SystemTime::now(),
@@ -361,6 +365,7 @@ impl RequestCtx {
             justification: self.justification.as_deref(),
             keep_arguments,
             global,
+            budget: None,
             flow: self.flow.as_ref(),
             flow_session: self.flow_session.as_deref(),
             asked: None,

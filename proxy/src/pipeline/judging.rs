@@ -155,6 +155,7 @@ pub async fn judge(
             Parsed::Batch(_) => r,
         })?;
     let global = guards::quota::reserve_global(rt, server, ctx, &parsed, keep_arguments).await;
+    let budgets = guards::budget::reserve(gw, rt, server, ctx, &parsed).await;
     let flow_judged = guards::flow::flow_judged(rt, &server.name, &messages);
     guards::flow::load_flow(rt, server, ctx, flow_judged).await;
     let mut plan = {
@@ -174,6 +175,7 @@ pub async fn judge(
                 .session_key()
                 .is_some()
                 .then_some(warden_filters::chain::filter::AskedIds(&asked)),
+            budget: Some(&budgets).filter(|b| !b.0.is_empty()),
             ..ctx.exchange(
                 server,
                 keep_arguments,
@@ -184,6 +186,11 @@ pub async fn judge(
     };
     if plan.held.is_some() {
         guards::approval::settle_held(gw, rt, server, ctx, &mut plan).await;
+    }
+    if !ctx.budget.reservations.is_empty() {
+        ctx.plan = Some(plan);
+        guards::budget::settle(gw, ctx).await;
+        plan = ctx.plan.take().expect("the plan was just set");
     }
     if let Err(refusal) = remember_requests(gw, ctx, &plan) {
         ctx.plan = Some(plan);

@@ -21,6 +21,7 @@ pub async fn record(gw: &Gateway, session: &mut Session, e: Option<&Error>, ctx:
     if ctx.counted_inflight {
         metrics().inflight.dec();
     }
+    crate::pipeline::guards::budget::close(gw, ctx).await;
     let status = session
         .response_written()
         .map(|r| r.status.as_u16())
@@ -330,10 +331,18 @@ fn message_record(
             if let Some(u) = c.units {
                 v["units"] = serde_json::json!(u);
             }
+            // The caller's team, so that spend adds up per team too.
+            if let Some(team) = warden_filters::guards::budget::team_attribute(
+                &rt.snap.config.budgets,
+                &ctx.principal,
+            ) {
+                v["team"] = serde_json::json!(team);
+            }
             v
         }
         None => serde_json::json!({"priced": false}),
     });
+    rec.budget = r.budget.take();
     if let warden_filters::Outcome::Denied { reason, .. } = &r.outcome {
         if let Some(limit) = reason.strip_prefix("quota_exceeded:") {
             m.quota_denied.with_label_values(&[limit]).inc();
@@ -547,6 +556,7 @@ fn audit_base(
         approval: None,
         credential: ctx.upstream.credential.clone(),
         cost: None,
+        budget: None,
         dlp: Vec::new(),
         upstream: ctx.upstream.chosen,
         upstream_status: ctx.upstream.status,

@@ -5,6 +5,7 @@
 //! admission). The chain itself does no I/O.
 
 pub mod approval;
+pub mod budget;
 pub mod flow;
 pub mod quota;
 pub mod task_binding;

@@ -32,6 +32,7 @@ pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageReco
         notice: None,
         completing: None,
         cost: None,
+        budget: None,
         flow: None,
     }
 }
@@ -478,6 +479,38 @@ pub(super) fn judge_message(
     };
     if let Some(c) = &cost {
         crate::observability::metrics::spent(&ctx.principal.tenant, ctx.server_name(), c);
+        // Money budgets: the call's reservation is answered, and the price
+        // per unit (what it cost beyond its price per call) is owed.
+        if !rt.snap.config.budgets.is_empty() && c.currency.is_some() {
+            if let Some(r) = ctx
+                .budget
+                .reservations
+                .iter_mut()
+                .find(|r| Some(&r.id) == env.id.as_ref())
+            {
+                r.answered = true;
+            }
+            let tool = asked
+                .as_ref()
+                .and_then(|a| a.target.clone())
+                .unwrap_or_default();
+            let per_call = warden_filters::guards::budget::price_per_call(
+                &rt.snap.config.catalog,
+                &rt.server(server).name,
+                &tool,
+            )
+            .unwrap_or(0);
+            let micros = c.micros.saturating_sub(per_call);
+            if micros > 0 && rt.server(server).composed.is_none() {
+                ctx.budget
+                    .units
+                    .push(crate::pipeline::guards::budget::UnitCharge {
+                        id: env.id.clone(),
+                        tool,
+                        micros,
+                    });
+            }
+        }
     }
     // An unpriced call says so in `warden_unpriced_calls_total` only: a
     // record of its own for every reply would double the trail.

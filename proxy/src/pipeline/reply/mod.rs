@@ -34,6 +34,7 @@ pub use body::{on_body, still_allowed};
 /// it could not hold (full, counting on a store the bundle names but that
 /// could not be built) withholds the reply too.
 pub async fn share_flows(gw: &Gateway, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    crate::pipeline::guards::budget::charge_units(gw, ctx).await;
     claim_tasks(gw, ctx).await?;
     if ctx.reply.flow_outs.is_empty() {
         return Ok(());

@@ -1,0 +1,545 @@
+//! Money budgets (`budgets:`): a priced `tools/call` is refused when its
+//! price per call would take any budget on its path (organisation,
+//! tenant, team, principal, session) past its amount for the current day
+//! or month in the bundle's time zone.
+//!
+//! The spend is reserved before the chain runs (`proxy::pipeline::guards::
+//! budget`: this replica's counters here, [`BudgetTables`], and the shared
+//! store for `global` budgets), and this guard reads the verdicts: a priced
+//! call under a budget that reached the chain without a verdict is refused
+//! (`budget_unchecked`), never passed. A reservation whose call is not
+//! forwarded (another guard refused it, it waits for approval) is given
+//! back; a price per unit is charged when the reply says how many units.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use warden_config::access::ServerCatalog;
+use warden_config::budgets::{Budget, BudgetScope, Budgets, Period};
+
+use crate::chain::filter::{Acts, Decision, Denial, Exchange, McpFilter, Message, Methods, Notes};
+use crate::engines::identity::Principal;
+use crate::protocol::error::{codes, JsonRpcError};
+use crate::protocol::jsonrpc::{Id, Kind};
+
+/// The period a call falls in: its number, its name and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodSpan {
+    /// `yyyymmdd` or `yyyymm`.
+    pub index: u32,
+    /// `2026-11-30` or `2026-11`.
+    pub label: String,
+    /// RFC 3339, in the bundle's time zone.
+    pub resets_at: String,
+    /// Unix second the period ends.
+    pub ends: u64,
+}
+
+/// The bundle's time zone, and the period that holds `now`.
+#[derive(Debug, Clone)]
+pub struct BudgetClock {
+    tz: jiff::tz::TimeZone,
+}
+
+impl BudgetClock {
+    /// UTC when the name is unknown (the bundle's validation refuses it).
+    pub fn new(timezone: &str) -> Self {
+        BudgetClock {
+            tz: jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+        }
+    }
+
+    pub fn span(&self, period: Period, now: SystemTime) -> PeriodSpan {
+        let ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let date = ts.to_zoned(self.tz.clone()).date();
+        let (index, label, next) = match period {
+            Period::Day => (
+                date.year() as u32 * 10_000 + date.month() as u32 * 100 + date.day() as u32,
+                date.to_string(),
+                date.tomorrow().ok(),
+            ),
+            Period::Month => {
+                let first = date.first_of_month();
+                (
+                    date.year() as u32 * 100 + date.month() as u32,
+                    format!("{:04}-{:02}", date.year(), date.month()),
+                    first.checked_add(jiff::Span::new().months(1)).ok(),
+                )
+            }
+        };
+        let end = next
+            .and_then(|d| d.to_zoned(self.tz.clone()).ok())
+            .unwrap_or_else(|| jiff::Timestamp::MAX.to_zoned(self.tz.clone()));
+        PeriodSpan {
+            index,
+            label,
+            // RFC 3339 with the zone's own offset (`2026-12-01T00:00:00+01:00`).
+            resets_at: end.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            ends: end.timestamp().as_second().max(0) as u64,
+        }
+    }
+}
+
+/// One budget a call spends: the holder's counter in this period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetDemand {
+    /// Index into `budgets.limits`.
+    pub budget: usize,
+    pub name: String,
+    pub per: BudgetScope,
+    /// Counter key: the budget's definition, then the holder's keys.
+    pub key: Vec<u8>,
+    /// Who the budget is of, for people: `acme`, `acme/payments`, `acme/alice`.
+    pub holder: String,
+    pub limit: u64,
+    pub alerts: Vec<u64>,
+    pub period: PeriodSpan,
+    /// `Some`: held in the shared store; what to do when it is down.
+    pub global: Option<warden_config::guards::StoreFailure>,
+}
+
+fn listed(list: &[String], v: &str) -> bool {
+    list.is_empty() || list.iter().any(|x| x == v)
+}
+
+/// The caller's team: the principal attribute `budgets.team_attribute`
+/// (`team` when the bundle has no budgets).
+pub fn team_attribute<'a>(budgets: &Budgets, principal: &'a Principal) -> Option<&'a str> {
+    let name = match budgets.team_attribute.as_str() {
+        "" => "team",
+        n => n,
+    };
+    principal
+        .attributes
+        .get(name)
+        .map(String::as_str)
+        .filter(|t| !t.is_empty())
+}
+
+fn team_of<'a>(budgets: &Budgets, ctx: &'a Exchange<'_>) -> Option<&'a str> {
+    team_attribute(budgets, ctx.principal)
+}
+
+fn applies(b: &Budget, team: &str, ctx: &Exchange<'_>) -> bool {
+    listed(&b.tenants, ctx.principal.canonical_tenant())
+        && (b.teams.is_empty() || b.teams.contains(&warden_config::person::strict_key(team)))
+        && (listed(&b.servers, ctx.server)
+            || ctx.via.is_some_and(|v| b.servers.iter().any(|s| s == v)))
+        && (b.per != BudgetScope::Session || ctx.session_id.is_some())
+}
+
+/// The budgets a call of `tool` on this exchange's server spends, each
+/// with the holder's counter key and the current period.
+pub fn demands(budgets: &Budgets, clock: &BudgetClock, ctx: &Exchange<'_>) -> Vec<BudgetDemand> {
+    let mut out = Vec::new();
+    let team = team_of(budgets, ctx).unwrap_or("");
+    for (i, b) in budgets.limits.iter().enumerate() {
+        if !applies(b, team, ctx) {
+            continue;
+        }
+        let mut key = Vec::with_capacity(64);
+        key.extend_from_slice(&b.definition);
+        let tenant = &ctx.principal.tenant;
+        let holder = match b.per {
+            BudgetScope::Organisation => String::new(),
+            BudgetScope::Tenant => {
+                key.extend_from_slice(warden_config::person::tenant_key(tenant).as_bytes());
+                tenant.clone()
+            }
+            BudgetScope::Team => {
+                key.extend_from_slice(warden_config::person::tenant_key(tenant).as_bytes());
+                key.push(0);
+                key.extend_from_slice(warden_config::person::strict_key(team).as_bytes());
+                format!("{tenant}/{team}")
+            }
+            BudgetScope::Principal => {
+                key.extend_from_slice(ctx.principal.person().as_bytes());
+                format!("{tenant}/{}", ctx.principal.id)
+            }
+            BudgetScope::Session => {
+                key.extend_from_slice(ctx.principal.person().as_bytes());
+                key.push(0);
+                key.extend_from_slice(ctx.session_id.unwrap_or_default().as_bytes());
+                format!("{tenant}/{} (a session)", ctx.principal.id)
+            }
+        };
+        out.push(BudgetDemand {
+            budget: i,
+            name: b.name.clone(),
+            per: b.per,
+            key,
+            holder,
+            limit: b.limit,
+            alerts: b.alerts.clone(),
+            period: clock.span(b.period, ctx.now),
+            global: b.global,
+        });
+    }
+    out
+}
+
+/// Millionths as a decimal with six places.
+pub fn amount(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// An alert threshold a charge crossed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetAlert {
+    pub budget: String,
+    pub per: BudgetScope,
+    pub holder: String,
+    /// Millionths of the limit.
+    pub threshold: u64,
+    pub spent: u64,
+    pub limit: u64,
+    pub period: String,
+    pub resets_at: String,
+}
+
+impl BudgetAlert {
+    /// The thresholds of `d` a charge from `old` to `new` crossed.
+    pub fn crossed(d: &BudgetDemand, old: u64, new: u64) -> Vec<BudgetAlert> {
+        d.alerts
+            .iter()
+            .filter(|t| {
+                let at = (u128::from(d.limit) * u128::from(**t) / 1_000_000) as u64;
+                old < at && at <= new
+            })
+            .map(|t| BudgetAlert {
+                budget: d.name.clone(),
+                per: d.per,
+                holder: d.holder.clone(),
+                threshold: *t,
+                spent: new,
+                limit: d.limit,
+                period: d.period.label.clone(),
+                resets_at: d.period.resets_at.clone(),
+            })
+            .collect()
+    }
+
+    pub fn to_json(&self, currency: &str) -> serde_json::Value {
+        serde_json::json!({
+            "budget": self.budget,
+            "per": self.per.as_str(),
+            "holder": self.holder,
+            "threshold": format!("{}", self.threshold as f64 / 1_000_000.0),
+            "spent": amount(self.spent),
+            "limit": amount(self.limit),
+            "currency": currency,
+            "period": self.period,
+            "resets_at": self.resets_at,
+        })
+    }
+}
+
+/// What one holder spent in one period, in this replica.
+struct Spend {
+    period: u32,
+    micros: u64,
+    /// Unix second the period ends (the counter may go after it).
+    ends: u64,
+}
+
+/// What a charge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charged {
+    /// Spend went from the first to the second.
+    Taken(u64, u64),
+    /// The charge would pass the limit; spend so far.
+    Over(u64),
+    /// The table is full of live counters and does not hold this one.
+    Full,
+}
+
+/// This replica's spend per budget holder and period, shared by all
+/// snapshots of a gateway. Bounded by its share of `limits.memory`: when
+/// full, counters of periods that are over go first; a live counter is
+/// never dropped (its holder would spend its budget again), so while the
+/// table is still full a holder it does not hold is refused (fails closed).
+pub struct BudgetTables {
+    map: dashmap::DashMap<Vec<u8>, Arc<Mutex<Spend>>, foldhash::fast::RandomState>,
+    max_keys: usize,
+    swept: AtomicU64,
+}
+
+fn unix(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl BudgetTables {
+    pub fn new(max_keys: u64) -> Self {
+        BudgetTables {
+            map: dashmap::DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            max_keys: max_keys.max(1) as usize,
+            swept: AtomicU64::new(0),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn counter(&self, d: &BudgetDemand, now: u64) -> Option<Arc<Mutex<Spend>>> {
+        if let Some(c) = self.map.get(&d.key) {
+            return Some(c.clone());
+        }
+        if self.map.len() >= self.max_keys {
+            let last = self.swept.load(Ordering::Relaxed);
+            if last < now
+                && self
+                    .swept
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.map.retain(|_, c| {
+                    c.lock().map_or(true, |s| s.ends > now) || Arc::strong_count(c) > 1
+                });
+            }
+            if self.map.len() >= self.max_keys {
+                return None;
+            }
+        }
+        Some(
+            self.map
+                .entry(d.key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Spend {
+                        period: d.period.index,
+                        micros: 0,
+                        ends: d.period.ends,
+                    }))
+                })
+                .clone(),
+        )
+    }
+
+    /// Takes `cost` from `d`'s holder when `need` more still fits under the
+    /// limit. A counter of an older period starts over; one of a newer
+    /// period (a call stamped just before a boundary, racing a later one)
+    /// is charged as it is: periods never move back.
+    pub fn charge(&self, d: &BudgetDemand, cost: u64, need: u64, now: SystemTime) -> Charged {
+        let Some(c) = self.counter(d, unix(now)) else {
+            return Charged::Full;
+        };
+        let Ok(mut s) = c.lock() else {
+            return Charged::Full;
+        };
+        if s.period < d.period.index {
+            *s = Spend {
+                period: d.period.index,
+                micros: 0,
+                ends: d.period.ends,
+            };
+        }
+        if s.micros.saturating_add(need) > d.limit {
+            return Charged::Over(s.micros);
+        }
+        let old = s.micros;
+        s.micros = s.micros.saturating_add(cost);
+        Charged::Taken(old, s.micros)
+    }
+
+    /// Adds `micros` (a price per unit, known once the reply came) whatever
+    /// the limit; `None` when the table cannot hold the holder.
+    pub fn add(&self, d: &BudgetDemand, micros: u64, now: SystemTime) -> Option<(u64, u64)> {
+        match self.charge(d, micros, 0, now) {
+            Charged::Taken(a, b) => Some((a, b)),
+            // Already over: still counted.
+            Charged::Over(_) => {
+                let c = self.counter(d, unix(now))?;
+                let mut s = c.lock().ok()?;
+                let old = s.micros;
+                s.micros = s.micros.saturating_add(micros);
+                Some((old, s.micros))
+            }
+            Charged::Full => None,
+        }
+    }
+
+    /// Gives back a reservation whose call was not made.
+    pub fn refund(&self, d: &BudgetDemand, micros: u64) {
+        if let Some(c) = self.map.get(&d.key) {
+            if let Ok(mut s) = c.lock() {
+                if s.period == d.period.index {
+                    s.micros = s.micros.saturating_sub(micros);
+                }
+            }
+        }
+    }
+
+    /// What `d`'s holder spent this period in this replica.
+    pub fn spent(&self, d: &BudgetDemand) -> u64 {
+        self.map
+            .get(&d.key)
+            .and_then(|c| {
+                c.lock().ok().map(|s| {
+                    if s.period == d.period.index {
+                        s.micros
+                    } else {
+                        0
+                    }
+                })
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// What the reservation decided for one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BudgetVerdict {
+    /// Reserved under every budget on its path.
+    Admitted,
+    /// This budget would be exceeded.
+    Over(BudgetDemand),
+    /// A global budget's store is down and the budget fails closed, or the
+    /// table cannot hold the holder.
+    Unavailable(BudgetDemand),
+}
+
+/// The verdicts of one request's priced calls, by JSON-RPC id.
+#[derive(Debug, Default)]
+pub struct BudgetVerdicts(pub HashMap<Id, BudgetVerdict>);
+
+/// The budgets guard: reads the reservation made for each priced call.
+pub struct BudgetFilter {
+    budgets: Budgets,
+    clock: BudgetClock,
+    catalog: HashMap<String, ServerCatalog>,
+}
+
+impl std::fmt::Debug for BudgetFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetFilter")
+            .field("budgets", &self.budgets.limits.len())
+            .finish()
+    }
+}
+
+impl BudgetFilter {
+    pub fn new(budgets: &Budgets, catalog: &HashMap<String, ServerCatalog>) -> Option<Self> {
+        (!budgets.is_empty()).then(|| BudgetFilter {
+            budgets: budgets.clone(),
+            clock: BudgetClock::new(&budgets.timezone),
+            catalog: catalog.clone(),
+        })
+    }
+
+    fn denial(d: &BudgetDemand, now: SystemTime, currency: &str) -> Denial {
+        let retry_after = d.period.ends.saturating_sub(unix(now)).max(1);
+        let whose = if d.holder.is_empty() {
+            String::new()
+        } else {
+            format!(" of {} `{}`", d.per.as_str(), d.holder)
+        };
+        Denial::error(
+            JsonRpcError::new(
+                codes::BUDGET_EXCEEDED,
+                format!(
+                    "Budget `{}`{whose} ({} {currency} a {}) would be exceeded by this call; it resets at {}",
+                    d.name,
+                    amount(d.limit),
+                    if d.period.label.len() > 7 { "day" } else { "month" },
+                    d.period.resets_at
+                ),
+            )
+            .with_data(serde_json::json!({
+                "reason": "budget_exceeded",
+                "budget": d.name,
+                "per": d.per.as_str(),
+                "period": d.period.label,
+                "resets_at": d.period.resets_at,
+                "retry_after": retry_after,
+            })),
+            format!("budget_exceeded:{}", d.name),
+        )
+    }
+
+    fn unavailable(d: &BudgetDemand) -> Denial {
+        Denial::error(
+            JsonRpcError::new(
+                codes::BUDGET_EXCEEDED,
+                format!(
+                    "Budget `{}` cannot be checked now (its store is unreachable or full); the call is refused",
+                    d.name
+                ),
+            )
+            .with_data(serde_json::json!({
+                "reason": "budget_unavailable",
+                "budget": d.name,
+                "retry_after": 1,
+            })),
+            format!("budget_unavailable:{}", d.name),
+        )
+    }
+}
+
+/// The price per call of a priced tool (`None`: the tool costs nothing).
+pub fn price_per_call(
+    catalog: &HashMap<String, ServerCatalog>,
+    server: &str,
+    tool: &str,
+) -> Option<u64> {
+    catalog.get(server)?.price(tool).map(|p| p.per_call)
+}
+
+impl McpFilter for BudgetFilter {
+    fn name(&self) -> &'static str {
+        "budget"
+    }
+
+    fn acts_on(&self) -> Acts {
+        Acts {
+            requests: Methods::Only(&["tools/call"]),
+            responses: Methods::None,
+        }
+    }
+
+    fn on_request(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
+            return Decision::Pass;
+        }
+        let Some(tool) = env.name.as_deref() else {
+            return Decision::Pass;
+        };
+        if price_per_call(&self.catalog, ctx.server, tool).is_none() {
+            return Decision::Pass;
+        }
+        let verdict = env
+            .id
+            .as_ref()
+            .and_then(|id| ctx.budget.and_then(|v| v.0.get(id)));
+        match verdict {
+            Some(BudgetVerdict::Admitted) => Decision::Pass,
+            Some(BudgetVerdict::Over(d)) => {
+                Decision::Reject(Self::denial(d, ctx.now, &self.budgets.currency))
+            }
+            Some(BudgetVerdict::Unavailable(d)) => Decision::Reject(Self::unavailable(d)),
+            None => {
+                // No reservation: fine only when no budget covers the call.
+                let open = demands(&self.budgets, &self.clock, ctx);
+                match open.first() {
+                    None => Decision::Pass,
+                    Some(d) => {
+                        let mut denial = Self::unavailable(d);
+                        denial.reason = format!("budget_unchecked:{}", d.name);
+                        Decision::Reject(denial)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "budget_tests.rs"]
+mod tests;

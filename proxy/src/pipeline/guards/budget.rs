@@ -1,0 +1,369 @@
+//! The fleet-wide half of the budgets guard (`warden_filters::guards::
+//! budget`, which refuses a call from the verdicts made here): each priced
+//! `tools/call`'s price per call reserved under every budget on its path
+//! before the chain runs (global budgets in the shared store, by one
+//! script for all of a call's budgets; the rest, and a global budget's
+//! fallback, in this replica's table), given back when the call is not
+//! forwarded or the upstream does not take it, and the price per unit
+//! charged once the reply says how many units.
+
+use warden_filters::guards::budget::{
+    demands, BudgetAlert, BudgetDemand, BudgetVerdict, BudgetVerdicts, Charged,
+};
+use warden_filters::{Id, Kind, Parsed};
+
+use crate::hub::quota_store::{BudgetKey, QuotaStore, Reserved};
+use crate::hub::runtime::Runtime;
+use crate::hub::state::Gateway;
+use crate::observability::metrics::metrics;
+use crate::pipeline::ctx::RequestCtx;
+
+/// One priced call's reservation.
+#[derive(Debug)]
+pub struct Reservation {
+    pub id: Id,
+    /// The price per call taken from every budget in `demands`.
+    pub cost: u64,
+    pub demands: Vec<BudgetDemand>,
+    /// The global budgets' share was taken in the shared store.
+    pub in_store: bool,
+    pub alerts: Vec<BudgetAlert>,
+    /// Its reply came back on this exchange.
+    pub answered: bool,
+    pub given_back: bool,
+}
+
+/// A price per unit a reply owes.
+#[derive(Debug)]
+pub struct UnitCharge {
+    pub id: Option<Id>,
+    pub tool: String,
+    pub micros: u64,
+}
+
+/// A request's budget business (`RequestCtx::budget`).
+#[derive(Debug, Default)]
+pub struct BudgetLeg {
+    pub reservations: Vec<Reservation>,
+    pub units: Vec<UnitCharge>,
+}
+
+/// How long a holder's counter is kept in the store: the period's rest and a day.
+fn keep_ms(d: &BudgetDemand, now: std::time::SystemTime) -> u64 {
+    let now = now
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (d.period.ends.saturating_sub(now) + 86_400) * 1000
+}
+
+fn keys<'a>(ds: &'a [&'a BudgetDemand], now: std::time::SystemTime) -> Vec<BudgetKey<'a>> {
+    ds.iter()
+        .map(|d| BudgetKey {
+            key: &d.key,
+            period: d.period.index,
+            limit: d.limit,
+            keep_ms: keep_ms(d, now),
+        })
+        .collect()
+}
+
+fn alerted(a: &[BudgetAlert], currency: &str) -> Option<serde_json::Value> {
+    (!a.is_empty()).then(|| {
+        let m = metrics();
+        for x in a {
+            let t = format!("{}", x.threshold as f64 / 1_000_000.0);
+            m.budget_alerts.with_label_values(&[&x.budget, &t]).inc();
+            tracing::warn!(
+                budget = %x.budget, holder = %x.holder, threshold = %t,
+                spent = %warden_filters::guards::budget::amount(x.spent),
+                "budget alert"
+            );
+        }
+        serde_json::json!({"alerts": a.iter().map(|x| x.to_json(currency)).collect::<Vec<_>>()})
+    })
+}
+
+/// Reserves each priced call's price per call under its budgets; the
+/// chain's budget guard reads the verdicts.
+pub(crate) async fn reserve(
+    gw: &Gateway,
+    rt: &Runtime,
+    server: &warden_config::model::Server,
+    ctx: &mut RequestCtx,
+    parsed: &Parsed,
+) -> BudgetVerdicts {
+    let mut verdicts = BudgetVerdicts::default();
+    let cfg = &rt.snap.config;
+    // A virtual server's own leg is judged by no guard: its member's leg is.
+    if cfg.budgets.is_empty() || server.composed.is_some() {
+        return verdicts;
+    }
+    let calls: Vec<(&Id, &str)> = match parsed {
+        Parsed::Single(env) => vec![env],
+        Parsed::Batch(items) => items.iter().filter_map(|i| i.as_ref().ok()).collect(),
+    }
+    .into_iter()
+    .filter(|e| e.kind == Kind::Request && e.method.as_deref() == Some("tools/call"))
+    .filter_map(|e| Some((e.id.as_ref()?, e.name.as_deref()?)))
+    .collect();
+    for (id, tool) in calls {
+        let Some(cost) =
+            warden_filters::guards::budget::price_per_call(&cfg.catalog, &server.name, tool)
+        else {
+            continue;
+        };
+        let ds = {
+            let fctx = ctx.exchange(server, false, None);
+            demands(&cfg.budgets, &rt.snap.budget_clock, &fctx)
+        };
+        if ds.is_empty() {
+            continue;
+        }
+        let (verdict, reservation) =
+            reserve_one(gw, rt.quota_store.as_deref(), id, ds, cost, ctx.now).await;
+        if let Some(r) = reservation {
+            ctx.budget.reservations.push(r);
+        }
+        verdicts.0.insert(id.clone(), verdict);
+    }
+    verdicts
+}
+
+async fn reserve_one(
+    gw: &Gateway,
+    store: Option<&QuotaStore>,
+    id: &Id,
+    ds: Vec<BudgetDemand>,
+    cost: u64,
+    now: std::time::SystemTime,
+) -> (BudgetVerdict, Option<Reservation>) {
+    let tables = &gw.shared.budgets;
+    let need = cost.max(1);
+    let mut alerts = Vec::new();
+    // The global budgets first, in the store, all at once.
+    let global: Vec<&BudgetDemand> = ds.iter().filter(|d| d.global.is_some()).collect();
+    let mut local: Vec<&BudgetDemand> = ds.iter().filter(|d| d.global.is_none()).collect();
+    let mut in_store = false;
+    if !global.is_empty() {
+        let res = match store.filter(|s| s.is_up()) {
+            Some(s) => s.budget_reserve(&keys(&global, now), cost, need).await,
+            None => Err("the shared store is unreachable".into()),
+        };
+        match res {
+            Ok(Reserved::Taken(spent)) => {
+                in_store = true;
+                for (d, new) in global.iter().zip(spent) {
+                    alerts.extend(BudgetAlert::crossed(d, new.saturating_sub(cost), new));
+                    // Counted here too, so that a later outage (`local`)
+                    // starts from what this replica spent.
+                    let _ = tables.add(d, cost, now);
+                }
+            }
+            Ok(Reserved::Over(i, _)) => {
+                metrics().budget_store.with_label_values(&["over"]).inc();
+                return (
+                    BudgetVerdict::Over(global[i.min(global.len() - 1)].clone()),
+                    None,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "budget store unreachable; on_store_failure applies");
+                metrics()
+                    .budget_store
+                    .with_label_values(&["unavailable"])
+                    .inc();
+                for d in &global {
+                    if d.global == Some(warden_config::guards::StoreFailure::Closed) {
+                        return (BudgetVerdict::Unavailable((*d).clone()), None);
+                    }
+                }
+                local.extend(global.iter().copied());
+            }
+        }
+    }
+    let mut taken: Vec<&BudgetDemand> = Vec::new();
+    let mut refused = None;
+    for d in &local {
+        match tables.charge(d, cost, need, now) {
+            Charged::Taken(old, new) => {
+                alerts.extend(BudgetAlert::crossed(d, old, new));
+                taken.push(d);
+            }
+            Charged::Over(_) => {
+                refused = Some(BudgetVerdict::Over((*d).clone()));
+                break;
+            }
+            Charged::Full => {
+                refused = Some(BudgetVerdict::Unavailable((*d).clone()));
+                break;
+            }
+        }
+    }
+    if let Some(v) = refused {
+        for d in taken {
+            tables.refund(d, cost);
+        }
+        if in_store {
+            give_back_store(store, &global, cost, now).await;
+        }
+        return (v, None);
+    }
+    let r = Reservation {
+        id: id.clone(),
+        cost,
+        demands: ds,
+        in_store,
+        alerts,
+        answered: false,
+        given_back: false,
+    };
+    (BudgetVerdict::Admitted, Some(r))
+}
+
+async fn give_back_store(
+    store: Option<&QuotaStore>,
+    ds: &[&BudgetDemand],
+    cost: u64,
+    now: std::time::SystemTime,
+) {
+    if let Some(s) = store {
+        if let Err(e) = s.budget_add(&keys(ds, now), -(cost as i64)).await {
+            // Kept as spent: the fleet refuses early rather than late.
+            tracing::warn!(error = %e, "a budget reservation could not be given back");
+        }
+    }
+}
+
+async fn give_back(gw: &Gateway, rt: &Runtime, r: &mut Reservation, now: std::time::SystemTime) {
+    if r.given_back {
+        return;
+    }
+    r.given_back = true;
+    for d in &r.demands {
+        gw.shared.budgets.refund(d, r.cost);
+    }
+    if r.in_store {
+        let global: Vec<&BudgetDemand> = r.demands.iter().filter(|d| d.global.is_some()).collect();
+        give_back_store(rt.quota_store.as_deref(), &global, r.cost, now).await;
+    }
+}
+
+/// After the chain (and an approval): what a call that is not forwarded
+/// reserved is given back; a forwarded call's alerts go on its record.
+pub(crate) async fn settle(gw: &Gateway, ctx: &mut RequestCtx) {
+    if ctx.budget.reservations.is_empty() {
+        return;
+    }
+    let rt = ctx.rt.clone();
+    let currency = rt.snap.config.budgets.currency.clone();
+    let mut leg = std::mem::take(&mut ctx.budget);
+    for r in &mut leg.reservations {
+        let rec = ctx.plan.as_mut().and_then(|p| {
+            p.records.iter_mut().find(|x| {
+                x.kind == Some(Kind::Request)
+                    && x.method.as_deref() == Some("tools/call")
+                    && x.id.as_ref() == Some(&r.id)
+            })
+        });
+        match rec {
+            Some(rec)
+                if matches!(
+                    rec.outcome,
+                    warden_filters::Outcome::Forwarded | warden_filters::Outcome::Mutated { .. }
+                ) =>
+            {
+                rec.budget = alerted(&std::mem::take(&mut r.alerts), &currency);
+            }
+            _ => give_back(gw, &rt, r, ctx.now).await,
+        }
+    }
+    ctx.budget = leg;
+}
+
+/// Once the exchange is over: a call whose reply did not come back on it
+/// and that the upstream did not take (no answer, or not a 2xx) costs
+/// nothing, and what it reserved is given back. A call the upstream took
+/// whose reply comes on another stream stays charged.
+pub(crate) async fn close(gw: &Gateway, ctx: &mut RequestCtx) {
+    if ctx.budget.reservations.is_empty() {
+        return;
+    }
+    let taken = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
+    if taken {
+        return;
+    }
+    let rt = ctx.rt.clone();
+    let now = ctx.now;
+    let mut leg = std::mem::take(&mut ctx.budget);
+    for r in leg.reservations.iter_mut().filter(|r| !r.answered) {
+        give_back(gw, &rt, r, now).await;
+    }
+    ctx.budget = leg;
+}
+
+/// The prices per unit the replies judged so far owe, charged to the
+/// caller's budgets whatever their limits (the call was made); an alert
+/// they raise goes on the record that carries the call's cost.
+pub(crate) async fn charge_units(gw: &Gateway, ctx: &mut RequestCtx) {
+    if ctx.budget.units.is_empty() {
+        return;
+    }
+    let units = std::mem::take(&mut ctx.budget.units);
+    let rt = ctx.rt.clone();
+    let Some(routed) = ctx.routed.as_ref() else {
+        return;
+    };
+    let server = rt.server(routed.server_id).clone();
+    let currency = rt.snap.config.budgets.currency.clone();
+    for u in units {
+        let ds = {
+            let fctx = ctx.exchange(&server, false, None);
+            demands(&rt.snap.config.budgets, &rt.snap.budget_clock, &fctx)
+        };
+        let mut alerts = Vec::new();
+        let global: Vec<&BudgetDemand> = ds.iter().filter(|d| d.global.is_some()).collect();
+        let mut store_ok = false;
+        if !global.is_empty() {
+            if let Some(s) = rt.quota_store.as_deref().filter(|s| s.is_up()) {
+                match s.budget_add(&keys(&global, ctx.now), u.micros as i64).await {
+                    Ok(spent) => {
+                        store_ok = true;
+                        for (d, new) in global.iter().zip(spent) {
+                            alerts.extend(BudgetAlert::crossed(
+                                d,
+                                new.saturating_sub(u.micros),
+                                new,
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, tool = %u.tool, "a price per unit not charged in the shared store; counted here")
+                    }
+                }
+            }
+        }
+        for d in &ds {
+            let new = gw.shared.budgets.add(d, u.micros, ctx.now);
+            if d.global.is_none() || !store_ok {
+                if let Some((old, new)) = new {
+                    alerts.extend(BudgetAlert::crossed(d, old, new));
+                }
+            }
+        }
+        let Some(json) = alerted(&alerts, &currency) else {
+            continue;
+        };
+        let holder = ctx
+            .plan
+            .iter_mut()
+            .flat_map(|p| p.records.iter_mut())
+            .chain(ctx.reply.records.iter_mut())
+            .find(|r| r.cost.is_some() && r.id == u.id);
+        if let Some(rec) = holder {
+            match rec.budget.as_mut().and_then(|b| b["alerts"].as_array_mut()) {
+                Some(list) => list.extend(json["alerts"].as_array().cloned().unwrap_or_default()),
+                None => rec.budget = Some(json),
+            }
+        }
+    }
+}
