@@ -12,7 +12,10 @@
 #   both ways, a quota, hash-chained audit) minus the named top-level
 #   sections (`dlp`, `quotas`; `schema` drops the argument schema), plus
 #   those named with a `+` (`+flows`: information flow, docs/data-flow.md;
-#   `+price`: echo priced, so every reply is charged, docs/guards.md). The
+#   `+price`: echo priced, so every reply is charged, docs/guards.md;
+#   `+budget`: priced and under a tenant's, a principal's and a session's
+#   budget in this replica; `+gbudget`: the same budgets held in the Redis
+#   at AB_REDIS). The
 #   bundle's `policies/` stay: a bundle without a policy refuses every call,
 #   and a variant that does not forward the call is refused here.
 # e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/release/warden
@@ -150,6 +153,8 @@ if "schema" not in drop:
                   "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
 if "quotas" not in drop:
     y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
+if ("+budget" in drop or "+gbudget" in drop) and "+price" not in drop:
+    drop.append("+price")
 if "+price" in drop:
     # echo priced per call and per unit of a number its result would
     # carry (the prose is none: the pointer is read, no unit counted), so
@@ -159,6 +164,20 @@ if "+price" in drop:
         y = y.replace("      echo: {risk: LOW}", "      echo: {risk: LOW, price: " + price + "}", 1)
     else:
         y = y.replace("        risk: LOW\n", "        risk: LOW\n        price: " + price + "\n", 1)
+if "+budget" in drop or "+gbudget" in drop:
+    # Every call is under a tenant's, a principal's and a session's budget
+    # (large enough never to refuse): reserved before the chain, settled
+    # after it, the reply's units charged. `+gbudget` holds them in Redis
+    # (AB_REDIS, e.g. redis://127.0.0.1:6379) across replicas.
+    import os
+    g = "+gbudget" in drop
+    if g:
+        y += "\nredis: {url: \"" + os.environ.get("AB_REDIS", "redis://127.0.0.1:6379") + "\"}\n"
+    glob = ", global: true" if g else ""
+    y += ("\nbudgets:\n  limits:\n"
+          "    - {name: tenant-month, per: tenant, period: month, amount: \"1000000000\"" + glob + "}\n"
+          "    - {name: agent-day, per: principal, period: day, amount: \"1000000000\"" + glob + "}\n"
+          "    - {name: session-day, per: session, period: day, amount: \"1000000000\"" + glob + "}\n")
 if "+flows" in drop:
     # Every call is tracked: echo is unlabelled (its output untrusted),
     # so each reply raises its flow, and each call is checked as a read.

@@ -107,6 +107,11 @@ pub(crate) async fn reserve(
     .filter_map(|e| Some((e.id.as_ref()?, e.name.as_deref()?)))
     .collect();
     for (id, tool) in calls {
+        // A batch's second request under one id is refused by the chain
+        // (`duplicate_id`): it reserves nothing.
+        if verdicts.0.contains_key(id) {
+            continue;
+        }
         let Some(cost) =
             warden_filters::guards::budget::price_per_call(&cfg.catalog, &server.name, tool)
         else {
