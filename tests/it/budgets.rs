@@ -24,6 +24,18 @@ fn key(id: &str, tenant: &str, secret: &str, team: &str) -> String {
     format!("    - {{id: {id}, tenant: {tenant}, hash: \"{hash}\"{attrs}}}\n")
 }
 
+/// Puts `mock` into (status > 0) or out of (0) its failing mode.
+async fn fail_mock(mock: &Mock, status: u16) {
+    let (s, _, _) = post_json(
+        &format!("http://{}/__mock/fail", mock.addr),
+        json!({"status": status}).to_string(),
+        &[],
+    )
+    .await
+    .expect("fail hook");
+    assert_eq!(s, 200);
+}
+
 async fn call(gw: &Gateway, who: &str, id: u64, tool: &str, args: Value) -> Value {
     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}});
     let (_, _, b) = post_json(
@@ -112,6 +124,16 @@ budgets:\n  timezone: Europe/Paris\n  limits:\n    \
         3_100_000,
         "acme spent 3.10: the refused echo gave back its 0.10"
     );
+    // A call the upstream refuses (HTTP 503) did not run: it gives back too.
+    fail_mock(&mock, 503).await;
+    let v = call(&gws[1], BOB, 22, "add", json!({"a": 1, "b": 2})).await;
+    assert!(v["result"].is_null(), "{v}");
+    fail_mock(&mock, 0).await;
+    assert_eq!(
+        stored(&redis),
+        3_100_000,
+        "a call the upstream refused costs nothing"
+    );
 
     // The tenant's monthly budget: 6.90 left, so six more `add`s of 1.00
     // pass across both gateways at once, and the rest are refused naming
@@ -175,7 +197,7 @@ budgets:\n  timezone: Europe/Paris\n  limits:\n    \
     let upstream = mock.posts().await - posts_before;
     assert_eq!(
         upstream,
-        3 + 1 + 6 + 2,
+        3 + 1 + 1 + 6 + 2,
         "refused calls never reach the server"
     );
 

@@ -286,15 +286,20 @@ pub(crate) async fn settle(gw: &Gateway, ctx: &mut RequestCtx) {
 }
 
 /// Once the exchange is over: a call whose reply did not come back on it
-/// and that the upstream did not take (no answer, or not a 2xx) costs
-/// nothing, and what it reserved is given back. A call the upstream took
-/// whose reply comes on another stream stays charged.
+/// and that never went upstream, or that the upstream refused (an answer
+/// that is not a 2xx), costs nothing, and what it reserved is given back.
+/// A call that may have run stays charged: one whose reply comes on
+/// another stream, and one whose upstream did not answer (a reset, a
+/// timeout, a client gone before the answer) — else a caller who hangs
+/// up before each answer would call for free.
 pub(crate) async fn close(gw: &Gateway, ctx: &mut RequestCtx) {
     if ctx.budget.reservations.is_empty() {
         return;
     }
-    let taken = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
-    if taken {
+    let up = &ctx.upstream;
+    let sent = up.chosen.is_some() || !up.tried.is_empty();
+    let refused = up.status.is_some_and(|s| !(200..300).contains(&s));
+    if sent && !refused {
         return;
     }
     let rt = ctx.rt.clone();
