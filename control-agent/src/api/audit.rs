@@ -10,7 +10,10 @@
 //! - `GET /v1/audit`: a page of records, newest first, filtered by
 //!   `from`, `to` (RFC 3339 or unix seconds), `gateway`, `principal`,
 //!   `tenant`, `server`, `tool`, `outcome`, `reason` (a substring),
-//!   `approval_id`, `trace_id`; paged by `before` (the `next_before` of
+//!   `approval_id`, `trace_id`, `team` (a priced record's `cost.team`),
+//!   `currency`, `priced=1` (only records with a readable cost),
+//!   `absent=team,tool,…` (only records without those fields: how a spend
+//!   row's records are listed); paged by `before` (the `next_before` of
 //!   the previous page) and `limit` (1–500, default 50).
 //! - `GET /v1/audit/verify`: the hash chains of the records those filters
 //!   match (`limit`, when given, caps the records read; the answer says
@@ -143,6 +146,10 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
         Ok(done) => {
             counted("accepted", done.accepted);
             counted("duplicate", done.duplicates);
+            agent
+                .metrics
+                .audit_unreadable_costs
+                .inc_by(done.unreadable_costs);
             ok(&done)
         }
         Err(e @ IngestError::StoreFailed(_)) => Err(ApiError::new(
@@ -158,8 +165,9 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
 
 /// The tenants a caller's audit reads are confined to (empty: every
 /// tenant, the org's roles); a tenant admin's `tenant=` naming another
-/// tenant is refused and recorded.
-fn scope(
+/// tenant is refused and recorded. Spend reports (`super::spend`) are
+/// scoped by the same rule.
+pub(super) fn scope(
     agent: &Agent,
     caller: &Caller,
     q: &QueryPairs,
@@ -207,7 +215,7 @@ fn asked(
 }
 
 /// Runs a read of the audit store off the async workers.
-async fn read<T: Send + 'static>(
+pub(super) async fn read<T: Send + 'static>(
     agent: &Agent,
     f: impl FnOnce(&AuditStore) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod grants;
 pub mod registry;
 pub mod rollout;
+pub mod spend;
 pub mod tenants;
 pub mod vault;
 

@@ -105,6 +105,8 @@ pub(super) struct Parsed<'a> {
     pub(super) ts_us: i64,
     pub(super) dlp: Option<String>,
     pub(super) approval_id: Option<String>,
+    /// Its `cost` member (never a reason to refuse the line).
+    pub(super) cost: super::cost::Costed,
     pub(super) f: Fields,
 }
 
@@ -163,6 +165,7 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Parsed<'_>, String> {
         ts_us,
         dlp,
         approval_id,
+        cost: super::cost::cost_in(raw),
         f,
     })
 }

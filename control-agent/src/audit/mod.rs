@@ -28,7 +28,13 @@
 //!   couple of seconds by the retention job ([`crate::jobs`]).
 //! - **Indexed** for the searches the console and the API make: one
 //!   filter (principal, tenant, server, tool, outcome, gateway, trace,
-//!   approval) over a time range, newest first, with the number of matches.
+//!   approval, team, priced) over a time range, newest first, with the
+//!   number of matches.
+//! - **Priced.** A record's `cost` is read at ingest into the amount in
+//!   millionths, its currency and the caller's team (`cost.rs`); spend is
+//!   added up over those columns (`spend.rs`). A cost that cannot be read
+//!   never refuses its line: the record is kept unpriced, counted and
+//!   logged.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,11 +45,16 @@ use anyhow::Context;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 
+pub(crate) mod cost;
 mod lines;
 mod pg;
 pub mod query;
 mod schema;
 mod search;
+pub mod spend;
+pub mod spend_csv;
+#[cfg(test)]
+pub(crate) mod spend_tests;
 mod trim;
 pub use trim::WeakAuditStore;
 #[cfg(test)]
@@ -54,7 +65,7 @@ pub use lines::valid_gateway;
 use lines::{parse_line, Parsed};
 #[cfg(test)]
 use schema::KEYS_STRICT;
-use schema::{connect, migrate, rekey, tenant_key, SCHEMA};
+use schema::{connect, migrate, migrate_cost, rekey, tenant_key, SCHEMA};
 
 /// The largest batch a gateway may POST.
 pub const MAX_BODY: usize = 8 << 20;
@@ -152,6 +163,14 @@ struct Inner {
 pub struct Ingested {
     pub accepted: u64,
     pub duplicates: u64,
+    /// Records stored whose `cost` member could not be read: kept as
+    /// unpriced (see `cost.rs`), counted and logged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unreadable_costs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A search (and the range of a verification). Every filter given must
@@ -168,10 +187,21 @@ pub struct Query {
     /// `financé` only `financé`'s, never `finance`'s).
     pub tenant: Option<String>,
     pub server: Option<String>,
+    /// An empty tool (as an empty team, principal, server or tenant) finds
+    /// the records that have none (`absent=` of the API).
     pub tool: Option<String>,
     pub outcome: Option<String>,
     /// A substring of the reason.
     pub reason: Option<String>,
+    /// The caller's team a priced record names (`cost.team`).
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Only priced records (a readable `cost` with an amount).
+    #[serde(default)]
+    pub priced: bool,
+    /// Only records priced in this currency.
+    #[serde(default)]
+    pub currency: Option<String>,
     pub approval_id: Option<String>,
     pub trace_id: Option<String>,
     /// The viewer's scope: empty = every tenant; else only these tenants'
@@ -317,6 +347,18 @@ fn parse_batch<'a>(gateway: &str, ndjson: &'a [u8]) -> Result<Vec<Parsed<'a>>, I
     Ok(lines)
 }
 
+/// Logs the records of a batch stored unpriced because their `cost`
+/// could not be read.
+fn unreadable_logged(gateway: &str, n: u64) {
+    if n > 0 {
+        tracing::warn!(
+            gateway,
+            records = n,
+            "audit records stored unpriced: their `cost` member could not be read"
+        );
+    }
+}
+
 impl AuditStore {
     /// Opens (creating) the SQLite store at `path` and applies its limits
     /// once; [`crate::jobs::audit_retention`] keeps applying them.
@@ -395,6 +437,7 @@ impl Inner {
         }
         let mut writer = connect(path)?;
         migrate(&mut writer)
+            .and_then(|()| migrate_cost(&mut writer))
             .with_context(|| format!("bringing the audit store {} up to date", path.display()))?;
         writer
             .execute_batch(SCHEMA)
@@ -434,9 +477,10 @@ impl Inner {
                 let mut rec = tx.prepare_cached(
                     "INSERT OR IGNORE INTO records (gateway, seq, ts, ts_us, principal, tenant, \
                      server, tool, method, direction, outcome, decided_by, reason, risk, trace_id, \
-                     approval_id, latency_us, dlp, prev, hash, tenant_key) \
+                     approval_id, latency_us, dlp, prev, hash, tenant_key, cost_micros, currency, \
+                     team) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                     ?17, ?18, ?19, ?20, ?21)",
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
                 )?;
                 let mut raw = tx.prepare_cached("INSERT INTO lines (id, raw) VALUES (?1, ?2)")?;
                 // A record's time as the store orders, ages and windows it:
@@ -469,10 +513,14 @@ impl Inner {
                         &p.prev[..],
                         &p.hash[..],
                         tenant_key(f.tenant.as_deref().unwrap_or("")),
+                        p.cost.priced.as_ref().map(|c| c.0),
+                        p.cost.priced.as_ref().map(|c| &c.1),
+                        p.cost.team,
                     ])?;
                     if n == 1 {
                         raw.execute(params![tx.last_insert_rowid(), p.raw])?;
                         done.accepted += 1;
+                        done.unreadable_costs += u64::from(p.cost.unreadable);
                     } else {
                         done.duplicates += 1;
                     }
@@ -484,6 +532,7 @@ impl Inner {
         match stored {
             Ok(()) => {
                 self.rows.fetch_add(done.accepted, Ordering::Relaxed);
+                unreadable_logged(gateway, done.unreadable_costs);
                 Ok(done)
             }
             Err(e) => {

@@ -22,6 +22,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 /// A query string's filters and paging as a [`Query`] (every tenant).
 pub fn parse_query(qs: &str) -> Result<Query, String> {
     let mut q = Query::default();
+    let mut absent = String::new();
     for (k, v) in url::form_urlencoded::parse(qs.as_bytes()) {
         let v = v.into_owned();
         if v.is_empty() {
@@ -40,6 +41,10 @@ pub fn parse_query(qs: &str) -> Result<Query, String> {
             "reason" => q.reason = text,
             "approval_id" | "approval" => q.approval_id = text,
             "trace_id" | "trace" => q.trace_id = text,
+            "team" => q.team = text,
+            "currency" => q.currency = text,
+            "priced" => q.priced = parse_flag("priced", &v)?,
+            "absent" => absent = v,
             "before" => {
                 q.before_id = Some(
                     v.parse()
@@ -54,7 +59,42 @@ pub fn parse_query(qs: &str) -> Result<Query, String> {
             other => return Err(format!("unknown parameter `{other}`")),
         }
     }
+    set_absent(&mut q, &absent)?;
     Ok(q)
+}
+
+/// `1`/`true` or `0`/`false`.
+pub fn parse_flag(name: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(format!("{name} `{v}` is not 1 or 0")),
+    }
+}
+
+/// The fields a search's `absent=` names (comma-separated: `tenant`,
+/// `team`, `principal`, `server`, `tool`): only records without them (an
+/// empty value in [`Query`]). A field both given and absent is refused.
+pub fn set_absent(q: &mut Query, list: &str) -> Result<(), String> {
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let field = match name {
+            "tenant" => &mut q.tenant,
+            "team" => &mut q.team,
+            "principal" => &mut q.principal,
+            "server" => &mut q.server,
+            "tool" => &mut q.tool,
+            other => {
+                return Err(format!(
+                    "absent `{other}` is none of tenant, team, principal, server, tool"
+                ))
+            }
+        };
+        if field.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(format!("`{name}` is both given and absent"));
+        }
+        *field = Some(String::new());
+    }
+    Ok(())
 }
 
 /// `window` (seconds, or a duration such as `5m`) and `gateway` of

@@ -1,6 +1,6 @@
 //! The store's schema, the migrations that bring an older store up to date
-//! (the `tenant_key` column, then the strict re-keying), and how a
-//! connection is opened.
+//! (the `tenant_key` column, the strict re-keying, the cost columns), and
+//! how a connection is opened.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS records (
     latency_us INTEGER,
     dlp TEXT,
     prev BLOB NOT NULL,
-    hash BLOB NOT NULL
+    hash BLOB NOT NULL,
+    cost_micros INTEGER,
+    currency TEXT,
+    team TEXT
 );
 CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY, raw TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS records_gone AFTER DELETE ON records
@@ -48,6 +51,8 @@ CREATE INDEX IF NOT EXISTS records_tool ON records(tool, ts_us, tenant_key);
 CREATE INDEX IF NOT EXISTS records_outcome ON records(outcome, ts_us, tenant_key);
 CREATE INDEX IF NOT EXISTS records_trace ON records(trace_id);
 CREATE INDEX IF NOT EXISTS records_approval ON records(approval_id) WHERE approval_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_priced ON records(ts_us, tenant_key) WHERE cost_micros IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_team ON records(team, ts_us, tenant_key) WHERE team IS NOT NULL;
 ";
 
 /// The columns a [`Row`] is read from, in its order.
@@ -111,6 +116,50 @@ pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
             "UPDATE records SET tenant_key = ?1 WHERE tenant = ?2",
             params![tenant_key(&t), t],
         )?;
+    }
+    tx.commit()
+}
+
+/// Brings a store written before the cost columns up to date: the
+/// columns (`cost_micros`: the amount in millionths, `currency`, `team`;
+/// NULL on a record without a readable cost), filled from the lines that
+/// name a cost as ingest fills them ([`super::cost::cost_in`]), in one
+/// transaction (their indexes are made by [`SCHEMA`]).
+pub(super) fn migrate_cost(c: &mut Connection) -> rusqlite::Result<()> {
+    let old = c
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'")?
+        .exists([])?
+        && !c
+            .prepare("SELECT 1 FROM pragma_table_info('records') WHERE name = 'cost_micros'")?
+            .exists([])?;
+    if !old {
+        return Ok(());
+    }
+    let tx = c.transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE records ADD COLUMN cost_micros INTEGER; \
+         ALTER TABLE records ADD COLUMN currency TEXT; \
+         ALTER TABLE records ADD COLUMN team TEXT;",
+    )?;
+    {
+        // Only a line naming `cost` (or holding an escape, which may
+        // spell it) can carry one.
+        let mut lines = tx.prepare(
+            "SELECT id, raw FROM lines WHERE instr(raw, 'cost') > 0 OR instr(raw, '\\u') > 0",
+        )?;
+        let mut set = tx.prepare(
+            "UPDATE records SET cost_micros = ?1, currency = ?2, team = ?3 WHERE id = ?4",
+        )?;
+        let mut rows = lines.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let raw: String = r.get(1)?;
+            let c = super::cost::cost_in(&raw);
+            if c.priced.is_some() || c.team.is_some() {
+                let (micros, currency) = c.priced.unzip();
+                set.execute(params![micros, currency, c.team, id])?;
+            }
+        }
     }
     tx.commit()
 }

@@ -23,7 +23,7 @@ pub(super) enum Param {
 }
 
 impl Param {
-    fn sqlite(self) -> Sql {
+    pub(super) fn sqlite(self) -> Sql {
         match self {
             Param::Int(n) => Sql::Integer(n),
             Param::Text(t) => Sql::Text(t),
@@ -71,14 +71,27 @@ pub(super) fn conditions_in(q: &Query, paged: bool, d: Dialect) -> (String, Vec<
         ("principal", &q.principal),
         ("server", &q.server),
         ("tool", &q.tool),
+        ("team", &q.team),
         ("outcome", &q.outcome),
         ("approval_id", &q.approval_id),
         ("trace_id", &q.trace_id),
+        ("currency", &q.currency),
     ] {
-        if let Some(x) = val {
-            w.push(format!("r.{col} = {}", p(&v)));
-            v.push(Param::Text(text(x)));
+        match val {
+            // A record without a tool, or a team, has it NULL (or, a
+            // tool, empty): an empty value finds those.
+            Some(x) if x.is_empty() && matches!(col, "tool" | "team") => {
+                w.push(format!("(r.{col} IS NULL OR r.{col} = '')"));
+            }
+            Some(x) => {
+                w.push(format!("r.{col} = {}", p(&v)));
+                v.push(Param::Text(text(x)));
+            }
+            None => {}
         }
+    }
+    if q.priced {
+        w.push("r.cost_micros IS NOT NULL".to_owned());
     }
     if let Some(x) = q.reason.as_ref().filter(|r| !r.is_empty()) {
         w.push(match d {

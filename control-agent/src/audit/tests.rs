@@ -111,7 +111,8 @@ fn a_batch_is_stored_and_a_resent_one_is_all_duplicates() {
         s.ingest("gw-1", &t.body(0, half)).unwrap(),
         Ingested {
             accepted: half as u64,
-            duplicates: 0
+            duplicates: 0,
+            unreadable_costs: 0
         }
     );
     // The second batch overlaps the first (a POST that timed out, resent).

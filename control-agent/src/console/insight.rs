@@ -9,6 +9,7 @@ use http::StatusCode;
 use super::session::{Session, User};
 use super::views::*;
 use super::{plain, Resp};
+use crate::audit::query::{parse_flag, set_absent};
 use crate::audit::Query;
 use crate::server::Api;
 
@@ -59,9 +60,13 @@ impl Api {
             reason: g("reason"),
             approval_id: g("approval_id"),
             trace_id: g("trace_id"),
+            team: g("team"),
+            currency: g("currency"),
+            priced: g("priced"),
+            absent: g("absent"),
         };
         let opt = |v: &str| Some(v.to_owned()).filter(|v| !v.is_empty());
-        let query = Query {
+        let mut query = Query {
             from_us: parse_time(&form.from)?,
             to_us: parse_time(&form.to)?,
             gateway: opt(&form.gateway),
@@ -73,10 +78,14 @@ impl Api {
             reason: opt(&form.reason),
             approval_id: opt(&form.approval_id),
             trace_id: opt(&form.trace_id),
+            team: opt(&form.team),
+            currency: opt(&form.currency),
+            priced: !form.priced.is_empty() && parse_flag("priced", &form.priced)?,
             tenants: user.tenants.clone(),
             before_id: q.get("before").and_then(|b| b.parse().ok()),
             limit: 50,
         };
+        set_absent(&mut query, &form.absent)?;
         Ok((form, query))
     }
 

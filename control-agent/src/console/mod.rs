@@ -1,6 +1,6 @@
 //! The web console, served by the agent under `/console`: the fleet, bundle
 //! history with diffs and rollback, the approvals queue, audit search with
-//! chain verification, and live figures.
+//! chain verification, live figures, and spend over a period.
 //!
 //! Its pages and actions are in the agent's route table
 //! ([`crate::server::routes`]), each with the role it needs
@@ -78,6 +78,7 @@ pub mod shared;
 #[cfg(test)]
 mod shared_tests;
 mod sign_in;
+mod spend;
 pub mod state;
 pub mod user;
 mod views;

@@ -237,6 +237,16 @@ pub(crate) async fn record(
     api.record_page(&who.session, flash, id).await
 }
 
+/// `GET /console/spend?…`: spend over a period (`format=csv`: as CSV).
+pub(crate) async fn spend(
+    State(api): Agent,
+    who: LoggedIn,
+    Flash(flash): Flash,
+    Query(q): Query,
+) -> Resp {
+    api.spend_page(&who.session, flash, &q).await
+}
+
 /// `GET /console/live?…`: the live figures.
 pub(crate) async fn live(
     State(api): Agent,

@@ -216,6 +216,12 @@ pub(super) struct AuditForm {
     pub(super) reason: String,
     pub(super) approval_id: String,
     pub(super) trace_id: String,
+    pub(super) team: String,
+    pub(super) currency: String,
+    /// `1`: priced records only (kept from a spend row's link).
+    pub(super) priced: String,
+    /// The fields the records have none of (kept from a spend row's link).
+    pub(super) absent: String,
 }
 
 pub(super) struct RowView {
@@ -506,4 +512,51 @@ pub(super) fn redact_value(c: &super::state::Console, v: &serde_json::Value) -> 
         ),
         other => other.clone(),
     }
+}
+
+// ---------------------------------------------------------------- spend
+
+/// One group's spend, as the spend page shows it.
+pub(super) struct SpendRowView {
+    /// The group's keys, redacted (`(none)`: its records have none).
+    pub(super) keys: Vec<String>,
+    pub(super) calls: u64,
+    pub(super) amount: String,
+    pub(super) currency: String,
+    /// `/console/audit?…`: exactly the records adding up to the row.
+    pub(super) link: String,
+}
+
+#[derive(Default)]
+pub(super) struct SpendForm {
+    pub(super) from: String,
+    pub(super) to: String,
+    pub(super) by: String,
+    pub(super) tenant: String,
+    pub(super) team: String,
+    pub(super) principal: String,
+    pub(super) server: String,
+    pub(super) tool: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/spend.html")]
+pub(super) struct SpendPage {
+    pub(super) frame: Frame,
+    pub(super) form: SpendForm,
+    /// (value of `by`, label, chosen).
+    pub(super) by_choices: Vec<(String, String, bool)>,
+    /// The period shown, `[from, to)`, UTC.
+    pub(super) period: String,
+    /// The keys' headings.
+    pub(super) keys: Vec<&'static str>,
+    pub(super) rows: Vec<SpendRowView>,
+    /// Each currency's total, its link the records of every group.
+    pub(super) totals: Vec<SpendRowView>,
+    pub(super) truncated: bool,
+    pub(super) limit: usize,
+    pub(super) csv_link: String,
+    pub(super) this_month: String,
+    pub(super) last_month: String,
+    pub(super) error: Option<String>,
 }

@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0005_console.sql"),
     ),
     (6, "vault", include_str!("../../migrations/0006_vault.sql")),
+    (7, "spend", include_str!("../../migrations/0007_spend.sql")),
 ];
 
 /// A database error as the store reports its failures.

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub(crate) resign_failures: prometheus::IntCounter,
     /// Audit lines shipped by gateways, by result.
     pub(crate) audit_ingested: prometheus::IntCounterVec,
+    /// Audit records stored unpriced: their `cost` could not be read.
+    pub(crate) audit_unreadable_costs: prometheus::IntCounter,
     /// Notifications of held calls (`--notify`), by webhook and outcome.
     pub(crate) notifications: prometheus::IntCounterVec,
     /// (held call, webhook) pairs whose retries the notifier keeps.
@@ -96,6 +98,11 @@ impl Default for Metrics {
             &["result"],
         )
         .expect("metric");
+        let audit_unreadable_costs = prometheus::IntCounter::new(
+            "warden_agent_audit_unreadable_costs_total",
+            "Audit records stored unpriced because their `cost` member could not be read (the record is kept; spend reports leave it out)",
+        )
+        .expect("metric");
         let notifications = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "warden_agent_notifications_total",
@@ -121,6 +128,7 @@ impl Default for Metrics {
             Box::new(bundle_expires.clone()),
             Box::new(resign_failures.clone()),
             Box::new(audit_ingested.clone()),
+            Box::new(audit_unreadable_costs.clone()),
             Box::new(notifications.clone()),
             Box::new(notify_retries.clone()),
             Box::new(console_sessions.clone()),
@@ -145,6 +153,7 @@ impl Default for Metrics {
             bundle_expires,
             resign_failures,
             audit_ingested,
+            audit_unreadable_costs,
             notifications,
             notify_retries,
             jobs_lease,

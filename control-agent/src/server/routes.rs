@@ -22,7 +22,9 @@ use http::{HeaderValue, Method, StatusCode};
 use super::error::{json, ApiError};
 use super::extract::{authenticate, what};
 use crate::admins::Kind;
-use crate::api::{approvals, audit, bundles, fleet, grants, registry, rollout, tenants, vault};
+use crate::api::{
+    approvals, audit, bundles, fleet, grants, registry, rollout, spend, tenants, vault,
+};
 use crate::caller::Caller;
 use crate::console::gate::ConsoleAccess;
 use crate::server::Api;
@@ -45,6 +47,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .at(GET, "/v1/audit", Reader, audit::search)
         .at(GET, "/v1/audit/verify", Reader, audit::verify)
         .at(GET, "/v1/audit/live", Reader, audit::live)
+        .at(GET, "/v1/spend", Reader, spend::report)
         // What the fleet is served: org admins change it, reviewers read.
         .at(GET, "/v1/rollout", OrgReader, rollout::show)
         .at(POST, "/v1/publish", OrgAdmin, rollout::publish)
@@ -413,6 +416,8 @@ fn console(api: &Arc<Api>) -> Router<Arc<Api>> {
         .at(GET, "/console/audit", Anyone, pages::audit)
         .at(GET, "/console/audit/{record}", Anyone, pages::record)
         .at(GET, "/console/live", Anyone, pages::live)
+        // Spend of the user's tenants, and its CSV (`format=csv`).
+        .at(GET, "/console/spend", Anyone, pages::spend)
         // Governance: administrators (the handlers scope a tenant admin
         // to their tenant, 404 for a name that is none).
         .at(GET, "/console/tenants", Governor, gov::tenants)

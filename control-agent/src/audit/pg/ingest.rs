@@ -72,6 +72,11 @@ struct Columns {
     latency_us: Vec<Option<i64>>,
     dlp: Vec<Option<String>>,
     notice: Vec<Option<String>>,
+    cost_micros: Vec<Option<i64>>,
+    currency: Vec<Option<String>>,
+    team: Vec<Option<String>>,
+    /// The line's `cost` could not be read (it is stored unpriced).
+    unreadable: Vec<bool>,
     prev: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
     raw: Vec<String>,
@@ -106,6 +111,11 @@ impl Columns {
             .push(f.latency_us.map(|n| n.min(i64::MAX as u64) as i64));
         self.dlp.push(opt_no_nul(&p.dlp));
         self.notice.push(notice_of(p.raw));
+        let (micros, currency) = p.cost.priced.clone().unzip();
+        self.cost_micros.push(micros);
+        self.currency.push(currency.as_deref().map(no_nul));
+        self.team.push(opt_no_nul(&p.cost.team));
+        self.unreadable.push(p.cost.unreadable);
         self.prev.push(p.prev.to_vec());
         self.hash.push(p.hash.to_vec());
         self.raw.push(p.raw.to_owned());
@@ -142,6 +152,10 @@ impl Columns {
             latency_us: pick(self.latency_us, keep),
             dlp: pick(self.dlp, keep),
             notice: pick(self.notice, keep),
+            cost_micros: pick(self.cost_micros, keep),
+            currency: pick(self.currency, keep),
+            team: pick(self.team, keep),
+            unreadable: pick(self.unreadable, keep),
             prev: pick(self.prev, keep),
             hash: pick(self.hash, keep),
             raw: pick(self.raw, keep),
@@ -167,18 +181,18 @@ const HELD_MOVED: &str = "SELECT i.n FROM unnest($2::bytea[]) WITH ORDINALITY AS
 /// The new lines, in one statement.
 const INSERT: &str = "INSERT INTO warden_audit (id, gateway, seq, ts, ts_us, principal, tenant, \
      tenant_key, server, tool, method, direction, outcome, decided_by, reason, risk, trace_id, \
-     approval_id, latency_us, dlp, notice, prev, hash, raw) \
+     approval_id, latency_us, dlp, notice, prev, hash, raw, cost_micros, currency, team) \
      SELECT u.id, $1, u.seq, u.ts, u.ts_us, u.principal, u.tenant, u.tenant_key, u.server, u.tool, \
      u.method, u.direction, u.outcome, u.decided_by, u.reason, u.risk, u.trace_id, u.approval_id, \
-     u.latency_us, u.dlp, u.notice, u.prev, u.hash, u.raw \
+     u.latency_us, u.dlp, u.notice, u.prev, u.hash, u.raw, u.cost_micros, u.currency, u.team \
      FROM unnest($2::int8[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::text[], \
      $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
      $15::text[], $16::text[], $17::text[], $18::text[], $19::int8[], $20::text[], $21::text[], \
-     $22::bytea[], $23::bytea[], $24::text[]) \
+     $22::bytea[], $23::bytea[], $24::text[], $25::int8[], $26::text[], $27::text[]) \
      AS u(id, seq, ts, ts_us, principal, tenant, tenant_key, server, tool, method, direction, \
      outcome, decided_by, reason, risk, trace_id, approval_id, latency_us, dlp, notice, prev, \
-     hash, raw) \
-     ON CONFLICT DO NOTHING RETURNING ts_us";
+     hash, raw, cost_micros, currency, team) \
+     ON CONFLICT DO NOTHING RETURNING ts_us, id";
 
 impl PgStore {
     /// Makes partitions for the days `days` that none holds (at most
@@ -268,18 +282,20 @@ impl PgStore {
         };
         done.accepted += stored.0;
         done.duplicates += stored.1;
+        done.unreadable_costs += stored.2;
         self.shared.rows.fetch_add(stored.0, Ordering::Relaxed);
+        super::super::unreadable_logged(gateway, stored.2);
         Ok(done)
     }
 
     /// One transaction: `gateway`'s lock, the look-up of the lines already
     /// kept, the new ones stored, their partitions counted. `(accepted,
-    /// duplicates)`.
+    /// duplicates, unreadable costs)`.
     fn store(
         &self,
         gateway: &str,
         cols: Columns,
-    ) -> Result<Result<(u64, u64), Unstored>, IngestError> {
+    ) -> Result<Result<(u64, u64, u64), Unstored>, IngestError> {
         let gateway = gateway.to_owned();
         let ranges = lock(&self.shared.known).clone();
         let res = self.shared.writer.write(move |c| {
@@ -304,7 +320,7 @@ fn store_batch(
     gateway: &str,
     cols: Columns,
     ranges: &BTreeMap<i64, i64>,
-) -> Result<Result<(u64, u64), Unstored>, postgres::Error> {
+) -> Result<Result<(u64, u64, u64), Unstored>, postgres::Error> {
     let mut t = c.transaction()?;
     // One gateway's batches one at a time, across agents: what the
     // look-up below saw is what is kept when this one stores.
@@ -347,7 +363,7 @@ fn store_batch(
     let keep: Vec<usize> = (0..total).filter(|i| !held.contains(i)).collect();
     if keep.is_empty() {
         t.commit()?;
-        return Ok(Ok((0, total as u64)));
+        return Ok(Ok((0, total as u64, 0)));
     }
     let c = cols.only(&keep);
     let ids: Vec<i64> = t
@@ -386,6 +402,9 @@ fn store_batch(
             &c.prev,
             &c.hash,
             &c.raw,
+            &c.cost_micros,
+            &c.currency,
+            &c.team,
         ],
     );
     let inserted = match inserted {
@@ -430,5 +449,10 @@ fn store_batch(
     }
     t.commit()?;
     let accepted = inserted.len() as u64;
-    Ok(Ok((accepted, total as u64 - accepted)))
+    // The lines kept whose cost could not be read (by their ids).
+    let kept_ids: HashSet<i64> = inserted.iter().map(|r| r.get(1)).collect();
+    let unreadable = (0..c.len())
+        .filter(|i| c.unreadable[*i] && kept_ids.contains(&ids[*i]))
+        .count() as u64;
+    Ok(Ok((accepted, total as u64 - accepted, unreadable)))
 }

@@ -52,6 +52,9 @@ use super::{lock, now_us, Limits};
 mod ingest;
 pub(super) mod parts;
 mod search;
+mod spend;
+#[cfg(test)]
+mod spend_tests;
 #[cfg(test)]
 mod tests;
 mod verify;

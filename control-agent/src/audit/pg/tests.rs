@@ -65,7 +65,8 @@ fn a_batch_is_kept_once_across_agents_and_read_back_byte_for_byte() {
         a.ingest("gw-1", &t.body(0, half)).unwrap(),
         Ingested {
             accepted: half as u64,
-            duplicates: 0
+            duplicates: 0,
+            unreadable_costs: 0
         }
     );
     // The gateway timed out on A and fails over to B with an overlapping
