@@ -54,6 +54,16 @@ fn eur(amount: &str, team: Option<&str>) -> Option<serde_json::Value> {
 /// The records, and what the report of every priced one in the period
 /// must say: EUR 4.332001 over 7 calls, USD 3 over 1.
 pub(crate) fn records(p: &Period) -> Trail {
+    records_of(p, ["acme", "ACME", "globex"])
+}
+
+/// [`records`] of other tenants: `acme`, another spelling of it, `globex`.
+pub(crate) fn records_of(p: &Period, tenants: [&'static str; 3]) -> Trail {
+    let named = |t: &'static str| match t {
+        "acme" => tenants[0],
+        "ACME" => tenants[1],
+        _ => tenants[2],
+    };
     let span = p.to - p.from;
     let set: Vec<Rec> = vec![
         // At `from`: in.
@@ -156,6 +166,7 @@ pub(crate) fn records(p: &Period) -> Trail {
     ];
     let mut t = Trail::new();
     for (at, tenant, principal, server, tool, cost) in set {
+        let tenant = named(tenant);
         let ts = jiff::Timestamp::from_second(p.from + at)
             .unwrap()
             .to_string();

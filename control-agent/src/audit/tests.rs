@@ -16,7 +16,7 @@ pub(crate) struct Trail {
 }
 
 impl Trail {
-    pub(super) fn new() -> Trail {
+    pub(crate) fn new() -> Trail {
         Trail {
             lines: Vec::new(),
             seq: 0,
@@ -24,7 +24,7 @@ impl Trail {
         }
     }
 
-    pub(super) fn push(&mut self, rec: serde_json::Value) -> &str {
+    pub(crate) fn push(&mut self, rec: serde_json::Value) -> &str {
         let mut obj = serde_json::Map::new();
         obj.insert("seq".into(), self.seq.into());
         obj.insert("prev".into(), hex::encode(self.prev).into());

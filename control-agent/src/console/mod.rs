@@ -79,6 +79,8 @@ pub mod shared;
 mod shared_tests;
 mod sign_in;
 mod spend;
+#[cfg(test)]
+mod spend_tests;
 pub mod state;
 pub mod user;
 mod views;
