@@ -235,3 +235,135 @@ async fn audit_records_reach_the_agent_verify_and_survive_its_restart() {
         "{metrics}"
     );
 }
+
+/// Spend reports at the agent add up to what real traffic cost: two
+/// gateways on one agent serve priced calls of two tenants' principals
+/// (one with a team), ship their trails, and the agent's report by tenant
+/// and team equals the sums over the records both trails hold; each row's
+/// `records` search lists exactly the records that add up to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn spend_reports_add_up_to_the_records_two_gateways_shipped() {
+    use warden_config::access::hash_api_key;
+    let mock = Mock::start(&[]).expect("mock");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (private, public) = keygen(tmp.path(), "sign");
+    let source = tmp.path().join("source");
+    write_source(&source, mock.addr, &[]);
+    let key = |id: &str, tenant: &str, team: &str| {
+        let hash = hash_api_key(
+            &format!("wk_{id}_key_000000001"),
+            format!("salt-{id}").as_bytes(),
+        );
+        let attrs = if team.is_empty() {
+            String::new()
+        } else {
+            format!(", attributes: {{team: {team}}}")
+        };
+        format!("    - {{id: {id}, tenant: {tenant}, hash: \"{hash}\"{attrs}}}\n")
+    };
+    let extra = format!(
+        "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n{}{}{}\
+catalog:\n  mock:\n    tools:\n      add: {{price: {{currency: EUR, per_call: \"1.25\"}}}}\n      \
+echo: {{price: {{currency: EUR, per_call: \"0.002\", per_unit: {{pointer: /content/0/text, price: \"0.5\"}}}}}}\n",
+        key("alice", "acme", "payments"),
+        key("bob", "acme", ""),
+        key("carol", "globex", ""),
+    );
+    std::fs::write(
+        source.join("warden.yaml"),
+        mock_bundle(&[mock.addr], &extra),
+    )
+    .expect("yaml");
+    let agent = agent_on(
+        &source,
+        &tmp.path().join("agent"),
+        &private,
+        warden_tests::free_port(),
+    );
+    let gws = [
+        gateway_on_agent(&agent, &public, &tmp.path().join("gw-a"), "gw-a"),
+        gateway_on_agent(&agent, &public, &tmp.path().join("gw-b"), "gw-b"),
+    ];
+    let send = |gw: usize, who: &str, id: u64, tool: &str, text: &str| {
+        let url = gws[gw].url("/mock/mcp");
+        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"text":text,"a":1,"b":2}}}).to_string();
+        let k = format!("wk_{who}_key_000000001");
+        async move {
+            let (s, _, b) = post_json(&url, body, &[("x-api-key", &k)])
+                .await
+                .expect("post");
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        }
+    };
+    for (i, (gw, who, tool, text)) in [
+        (0, "alice", "add", ""),
+        (1, "alice", "add", ""),
+        (0, "alice", "echo", "4"),
+        (1, "bob", "add", ""),
+        (0, "bob", "echo", "prose"),
+        (1, "carol", "echo", "10"),
+        (0, "carol", "add", ""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        send(gw, who, 10 + i as u64, tool, text).await;
+    }
+    let mut trail = all_shipped(&agent, &gws[0], "gw-a", 4).await;
+    trail.extend(all_shipped(&agent, &gws[1], "gw-b", 3).await);
+    let micros = |a: &str| -> u64 {
+        let (w, f) = a.split_once('.').expect("amount");
+        w.parse::<u64>().expect("whole") * 1_000_000 + f.parse::<u64>().expect("millionths")
+    };
+    let sum = |tenant: &str, team: Option<&str>| -> (u64, u64) {
+        let of: Vec<&Value> = trail
+            .iter()
+            .filter(|r| r["tenant"] == tenant && r["cost"]["amount"].is_string())
+            .filter(|r| r["cost"]["team"].as_str() == team)
+            .collect();
+        (
+            of.len() as u64,
+            of.iter()
+                .map(|r| micros(r["cost"]["amount"].as_str().unwrap_or("0.0")))
+                .sum(),
+        )
+    };
+    // What the trails say: alice 1.25 × 2 + 0.002 + 2.0; bob 1.25 + 0.002;
+    // carol 0.002 + 5.0 + 1.25.
+    assert_eq!(sum("acme", Some("payments")), (3, 4_502_000));
+    assert_eq!(sum("acme", None), (2, 1_252_000));
+    assert_eq!(sum("globex", None), (2, 6_252_000));
+    let (s, report) = agent
+        .api("GET", "/v1/spend?by=tenant,team", None)
+        .await
+        .expect("spend");
+    assert_eq!(s, 200, "{report}");
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        let tenant = row["tenant"].as_str().expect("tenant");
+        let (calls, amount) = sum(tenant, row["team"].as_str());
+        assert_eq!(row["calls"].as_u64(), Some(calls), "{row}");
+        assert_eq!(
+            micros(row["amount"].as_str().expect("amount")),
+            amount,
+            "{row}"
+        );
+        assert_eq!(row["currency"], "EUR");
+        // The row's records, as the audit search lists them, add up to it.
+        let link = row["records"].as_str().expect("records");
+        let (s, page) = agent
+            .api("GET", &format!("{link}&limit=500"), None)
+            .await
+            .expect("records");
+        assert_eq!(s, 200, "{page}");
+        let listed = page["rows"].as_array().expect("rows");
+        assert_eq!(listed.len() as u64, calls, "{page}");
+    }
+    let total = &report["totals"][0];
+    assert_eq!(
+        micros(total["amount"].as_str().expect("total")),
+        4_502_000 + 1_252_000 + 6_252_000
+    );
+    assert_eq!(total["calls"], 7);
+}
