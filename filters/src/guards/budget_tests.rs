@@ -234,3 +234,31 @@ fn holders_are_keyed_as_quotas_key_people() {
     assert_ne!(key("acme", "payments"), key("globex", "payments"));
     assert_ne!(key("acme", "payments"), key("acme", "sales"));
 }
+
+/// A session budget covers the calls of one session of one principal; a
+/// call without a session is not under it (the principal's budgets bound
+/// a caller who opens new sessions).
+#[test]
+fn a_session_budget_is_per_session_and_principal() {
+    let org = ORG.replace(
+        "    - {name: team-day,",
+        "    - {name: one-session, per: session, period: day, amount: \"0.50\"}\n    - {name: team-day,",
+    );
+    let snap = snapshot_with(&org, &[]);
+    let b = &snap.config.budgets;
+    let clock = BudgetClock::new("UTC");
+    let key = |who: &str, session: Option<&str>| {
+        let p = principal("globex", who, &[]);
+        let mut ex = Exchange::new(&p, "crm");
+        ex.session_id = session;
+        demands(b, &clock, &ex)
+            .into_iter()
+            .find(|d| d.name == "one-session")
+            .map(|d| d.key)
+    };
+    assert!(key("alice", None).is_none());
+    let a1 = key("alice", Some("s-1")).unwrap();
+    assert_eq!(Some(a1.clone()), key("alice", Some("s-1")));
+    assert_ne!(Some(a1.clone()), key("alice", Some("s-2")));
+    assert_ne!(Some(a1), key("bob", Some("s-1")), "another principal's session of one id");
+}
