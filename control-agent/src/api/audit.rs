@@ -150,6 +150,14 @@ pub async fn ingest(agent: Agent, caller: Caller, headers: HeaderMap, body: Body
                 .metrics
                 .audit_unreadable_costs
                 .inc_by(done.unreadable_costs);
+            agent
+                .metrics
+                .budget_alerts_queued
+                .inc_by(done.alerts_queued);
+            agent
+                .metrics
+                .budget_alerts_dropped
+                .inc_by(done.alerts_dropped);
             ok(&done)
         }
         Err(e @ IngestError::StoreFailed(_)) => Err(ApiError::new(

@@ -35,6 +35,9 @@
 //!   added up over those columns (`spend.rs`). A cost that cannot be read
 //!   never refuses its line: the record is kept unpriced, counted and
 //!   logged.
+//! - **Alerting.** The budget alerts a record carries are queued, in the
+//!   record's transaction and only the first time it is kept, for the
+//!   notifier to deliver (`alerts.rs`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,6 +48,7 @@ use anyhow::Context;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 
+pub mod alerts;
 pub(crate) mod cost;
 mod lines;
 mod pg;
@@ -156,6 +160,8 @@ struct Inner {
     rows: AtomicU64,
     /// The bytes the store's pages hold, as of the last trim.
     bytes: AtomicU64,
+    /// Budget alerts that may wait at once (0: none are queued).
+    alert_bound: AtomicUsize,
 }
 
 /// What one batch did.
@@ -167,6 +173,13 @@ pub struct Ingested {
     /// unpriced (see `cost.rs`), counted and logged.
     #[serde(skip_serializing_if = "is_zero")]
     pub unreadable_costs: u64,
+    /// Budget alerts of the records stored, queued for the webhooks.
+    #[serde(skip)]
+    pub alerts_queued: u64,
+    /// Budget alerts of the records stored that the queue had no room
+    /// for (counted and logged; the records are stored).
+    #[serde(skip)]
+    pub alerts_dropped: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -347,6 +360,32 @@ fn parse_batch<'a>(gateway: &str, ndjson: &'a [u8]) -> Result<Vec<Parsed<'a>>, I
     Ok(lines)
 }
 
+/// The queue's rows (id, queued, alert as JSON, sent) as alerts; a row
+/// that cannot be read (never written so) is skipped.
+fn pending_of(rows: Vec<(i64, i64, String, String)>) -> Vec<alerts::PendingAlert> {
+    rows.into_iter()
+        .filter_map(|(id, queued_us, alert, sent)| {
+            Some(alerts::PendingAlert {
+                id,
+                queued_us,
+                alert: serde_json::from_str(&alert).ok()?,
+                sent: alerts::sent_of(&sent),
+            })
+        })
+        .collect()
+}
+
+/// Logs the budget alerts a full queue dropped.
+fn dropped_logged(gateway: &str, n: u64) {
+    if n > 0 {
+        tracing::warn!(
+            gateway,
+            alerts = n,
+            "budget alerts not queued for the webhooks: the queue is full"
+        );
+    }
+}
+
 /// Logs the records of a batch stored unpriced because their `cost`
 /// could not be read.
 fn unreadable_logged(gateway: &str, n: u64) {
@@ -420,6 +459,76 @@ impl AuditStore {
         }
     }
 
+    /// Queues the budget alerts of the records stored from now on, up to
+    /// `bound` waiting at once (0: none; see `alerts.rs`).
+    pub fn queue_alerts(&self, bound: usize) {
+        match &*self.inner {
+            Backend::Sqlite(s) => s.alert_bound.store(bound, Ordering::Relaxed),
+            Backend::Postgres(p) => p.queue_alerts(bound),
+        }
+    }
+
+    /// The alerts waiting (not done), oldest first, `most` at most.
+    pub fn pending_alerts(&self, most: usize) -> anyhow::Result<Vec<alerts::PendingAlert>> {
+        match &*self.inner {
+            Backend::Sqlite(s) => {
+                let c = lock(&s.writer);
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, queued_us, alert, sent FROM budget_alerts \
+                     WHERE done_us IS NULL ORDER BY id LIMIT ?1",
+                )?;
+                let rows = stmt
+                    .query_map(params![most as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(pending_of(rows))
+            }
+            Backend::Postgres(p) => p.pending_alerts(most),
+        }
+    }
+
+    /// Keeps that `webhook` took alert `id` (answered 2xx).
+    pub fn alert_sent(&self, id: i64, webhook: &str) -> anyhow::Result<()> {
+        match &*self.inner {
+            Backend::Sqlite(s) => {
+                lock(&s.writer).execute(
+                    "UPDATE budget_alerts SET sent = sent || ?2 || ',' \
+                     WHERE id = ?1 AND instr(',' || sent, ',' || ?2 || ',') = 0",
+                    params![id, webhook],
+                )?;
+                Ok(())
+            }
+            Backend::Postgres(p) => p.alert_sent(id, webhook),
+        }
+    }
+
+    /// Marks alert `id` done (every webhook that wants it took it, or was
+    /// given up on), and forgets the alerts done more than a day ago.
+    pub fn alert_done(&self, id: i64) -> anyhow::Result<()> {
+        let now = now_us();
+        match &*self.inner {
+            Backend::Sqlite(s) => {
+                let c = lock(&s.writer);
+                c.execute(
+                    "UPDATE budget_alerts SET done_us = ?2 WHERE id = ?1 AND done_us IS NULL",
+                    params![id, now],
+                )?;
+                c.execute(
+                    "DELETE FROM budget_alerts WHERE done_us < ?1",
+                    params![now - alerts::KEEP_DONE_US],
+                )?;
+                Ok(())
+            }
+            Backend::Postgres(p) => p.alert_done(id, now),
+        }
+    }
+
     /// The SQLite store (tests reach into its connections).
     #[cfg(test)]
     fn sqlite(&self) -> &Inner {
@@ -459,6 +568,7 @@ impl Inner {
             limits,
             rows: AtomicU64::new(rows.max(0) as u64),
             bytes: AtomicU64::new(0),
+            alert_bound: AtomicUsize::new(0),
         };
         inner.trim()?;
         Ok(inner)
@@ -483,6 +593,9 @@ impl Inner {
                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
                 )?;
                 let mut raw = tx.prepare_cached("INSERT INTO lines (id, raw) VALUES (?1, ?2)")?;
+                let bound = self.alert_bound.load(Ordering::Relaxed) as i64;
+                // Alerts waiting, read when a stored record first has one.
+                let mut waiting: Option<i64> = None;
                 // A record's time as the store orders, ages and windows it:
                 // the time it bears, or now when that is later (a gateway's
                 // clock ahead, or a forged stamp, would otherwise keep a row
@@ -521,6 +634,32 @@ impl Inner {
                         raw.execute(params![tx.last_insert_rowid(), p.raw])?;
                         done.accepted += 1;
                         done.unreadable_costs += u64::from(p.cost.unreadable);
+                        if bound > 0 {
+                            for a in alerts::alerts_in(p.raw, gateway, &p.hash) {
+                                let w = match waiting {
+                                    Some(w) => w,
+                                    None => tx.query_row(
+                                        "SELECT count(*) FROM budget_alerts WHERE done_us IS NULL",
+                                        [],
+                                        |r| r.get(0),
+                                    )?,
+                                };
+                                if w >= bound {
+                                    waiting = Some(w);
+                                    done.alerts_dropped += 1;
+                                    continue;
+                                }
+                                let json = serde_json::to_string(&a).unwrap_or_default();
+                                let n = tx
+                                    .prepare_cached(
+                                        "INSERT OR IGNORE INTO budget_alerts (key, queued_us, alert) \
+                                         VALUES (?1, ?2, ?3)",
+                                    )?
+                                    .execute(params![a.key, now, json])?;
+                                waiting = Some(w + n as i64);
+                                done.alerts_queued += n as u64;
+                            }
+                        }
                     } else {
                         done.duplicates += 1;
                     }
@@ -533,6 +672,7 @@ impl Inner {
             Ok(()) => {
                 self.rows.fetch_add(done.accepted, Ordering::Relaxed);
                 unreadable_logged(gateway, done.unreadable_costs);
+                dropped_logged(gateway, done.alerts_dropped);
                 Ok(done)
             }
             Err(e) => {

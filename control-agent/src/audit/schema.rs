@@ -1,6 +1,8 @@
 //! The store's schema, the migrations that bring an older store up to date
 //! (the `tenant_key` column, the strict re-keying, the cost columns), and
-//! how a connection is opened.
+//! how a connection is opened. The budget alerts' queue (`budget_alerts`,
+//! see `alerts.rs`) is a table of its own: a store written before it gets
+//! it from [`SCHEMA`] (`CREATE TABLE IF NOT EXISTS`), empty.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,6 +55,16 @@ CREATE INDEX IF NOT EXISTS records_trace ON records(trace_id);
 CREATE INDEX IF NOT EXISTS records_approval ON records(approval_id) WHERE approval_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_priced ON records(ts_us, tenant_key) WHERE cost_micros IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_team ON records(team, ts_us, tenant_key) WHERE team IS NOT NULL;
+CREATE TABLE IF NOT EXISTS budget_alerts (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    queued_us INTEGER NOT NULL,
+    alert TEXT NOT NULL,
+    sent TEXT NOT NULL DEFAULT '',
+    done_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS budget_alerts_waiting ON budget_alerts(id) WHERE done_us IS NULL;
+CREATE INDEX IF NOT EXISTS budget_alerts_done ON budget_alerts(done_us) WHERE done_us IS NOT NULL;
 ";
 
 /// The columns a [`Row`] is read from, in its order.

@@ -112,7 +112,8 @@ fn a_batch_is_stored_and_a_resent_one_is_all_duplicates() {
         Ingested {
             accepted: half as u64,
             duplicates: 0,
-            unreadable_costs: 0
+            unreadable_costs: 0,
+            ..Default::default()
         }
     );
     // The second batch overlaps the first (a POST that timed out, resent).

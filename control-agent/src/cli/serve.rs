@@ -286,7 +286,18 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
             connect,
         });
         let _notifier = match notify {
-            Some(cfg) => Some(crate::notify::start(api.clone(), cfg, lease.clone())?),
+            Some(cfg) => {
+                // Budget alerts are queued at ingest only for webhooks
+                // that hear of them.
+                if cfg
+                    .webhooks
+                    .iter()
+                    .any(|h| h.hears(crate::notify::config::Event::BudgetAlerts))
+                {
+                    api.audit.queue_alerts(crate::audit::alerts::MAX_QUEUED);
+                }
+                Some(crate::notify::start(api.clone(), cfg, lease.clone())?)
+            }
             None => None,
         };
         crate::server::serve(listener, api, tls).await

@@ -10,8 +10,16 @@
 //!     secret_env: WARDEN_HOOK_SECRET           # or secret_file: the HMAC key (generic: required)
 //!     tenants: [acme]                          # only these tenants' calls (none: every tenant)
 //!     risks: [HIGH, CRITICAL]                  # only these risk tiers (none: every tier)
+//!     events: [held_calls, budget_alerts]      # what it hears (default: held_calls)
 //!   - {name: approvers-slack, kind: slack, url_env: SLACK_WEBHOOK_URL}
 //! ```
+//!
+//! `events` chooses what a webhook is sent: `held_calls` (calls waiting
+//! for approval, the default, so a file written before budget alerts keeps
+//! its meaning) and `budget_alerts` (a money budget crossing one of its
+//! alert thresholds, read from the audit records the gateways ship). A
+//! webhook's `tenants` scope both; `risks` only held calls (an alert has
+//! no risk tier).
 //!
 //! A webhook URL may be a secret itself (Slack's and Teams' are): give it
 //! with `url_env` or `url_file` instead of `url`.
@@ -32,6 +40,16 @@ pub enum Kind {
     Teams,
 }
 
+/// What a webhook may hear of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A call waits for approval.
+    HeldCalls,
+    /// A money budget crossed one of its alert thresholds.
+    BudgetAlerts,
+}
+
 /// One webhook, checked.
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -42,6 +60,15 @@ pub struct Webhook {
     pub secret: Option<Vec<u8>>,
     pub tenants: Vec<String>,
     pub risks: Vec<String>,
+    /// What it hears of (never empty; default: held calls).
+    pub events: Vec<Event>,
+}
+
+impl Webhook {
+    /// Whether it hears of `e`.
+    pub fn hears(&self, e: Event) -> bool {
+        self.events.contains(&e)
+    }
 }
 
 /// The notifications file, checked.
@@ -78,6 +105,8 @@ struct RawHook {
     tenants: Vec<String>,
     #[serde(default)]
     risks: Vec<String>,
+    #[serde(default)]
+    events: Option<Vec<Event>>,
 }
 
 /// Reads and checks the notifications file.
@@ -164,6 +193,12 @@ pub fn parse(
         {
             return Err(bad(format!("risk `{r}`: LOW, MEDIUM, HIGH or CRITICAL")));
         }
+        let events = h.events.unwrap_or_else(|| vec![Event::HeldCalls]);
+        if events.is_empty() {
+            return Err(bad(
+                "events: none given (held_calls, budget_alerts or both)".into(),
+            ));
+        }
         webhooks.push(Webhook {
             name,
             kind: h.kind,
@@ -171,6 +206,7 @@ pub fn parse(
             secret,
             tenants: h.tenants,
             risks,
+            events,
         });
     }
     if webhooks.is_empty() {
@@ -202,6 +238,12 @@ mod tests {
         let c = p("console_url: https://w.example/\nwebhooks:\n  - {name: ops, kind: generic, url: https://h.example/x, secret_env: K, risks: [critical], tenants: [acme]}\n").unwrap();
         assert_eq!(c.console_url, "https://w.example");
         assert_eq!(c.webhooks[0].risks, vec!["CRITICAL".to_owned()]);
+        // A file written before `events` hears of held calls only.
+        assert_eq!(c.webhooks[0].events, vec![Event::HeldCalls]);
+        assert!(!c.webhooks[0].hears(Event::BudgetAlerts));
+        let c = p("console_url: https://w.example\nwebhooks:\n  - {name: a, kind: slack, url: https://h/x, events: [budget_alerts]}\n  - {name: b, kind: teams, url: https://h/y, events: [held_calls, budget_alerts]}\n").unwrap();
+        assert!(c.webhooks[0].hears(Event::BudgetAlerts) && !c.webhooks[0].hears(Event::HeldCalls));
+        assert!(c.webhooks[1].hears(Event::BudgetAlerts) && c.webhooks[1].hears(Event::HeldCalls));
         for (text, want) in [
             ("console_url: https://w.example\nwebhooks:\n  - {name: ops, kind: generic, url: https://h.example/x}\n", "is signed"),
             ("console_url: https://w.example\nwebhooks:\n  - {name: ops, kind: slack, url: http://h.example/x}\n", "must be https"),
@@ -210,6 +252,8 @@ mod tests {
             ("console_url: https://w.example\nwebhooks:\n  - {name: a, kind: pager, url: https://h/x}\n", "unknown variant"),
             ("console_url: https://w.example\nwebhooks:\n  - {name: a, kind: slack, url: https://h/x, risks: [severe]}\n", "risk `SEVERE`"),
             ("console_url: https://w.example\nwebhooks:\n  - {name: a, kind: slack}\n", "no url"),
+            ("console_url: https://w.example\nwebhooks:\n  - {name: a, kind: slack, url: https://h/x, events: []}\n", "events: none given"),
+            ("console_url: https://w.example\nwebhooks:\n  - {name: a, kind: slack, url: https://h/x, events: [spend]}\n", "unknown variant"),
             ("console_url: https://w.example\nwebhooks: []\n", "none given"),
         ] {
             let e = p(text).unwrap_err();

@@ -15,11 +15,19 @@
 //! keeping it sends it again once (the `X-Warden-Delivery` id is the same).
 //! Every attempt is written to the change record and counted.
 //!
+//! Budget alerts (`alerts.rs`) go the same way to the webhooks that hear
+//! of them (`events: [budget_alerts]`): ingest queues them in the audit
+//! store, the job reads the queue every [`TICK`], and which webhooks took
+//! an alert is kept with it in the queue (shared by a fleet's agents on
+//! PostgreSQL). An alert is done once every webhook that wants it took it
+//! or was given up on; one waiting longer than [`ALERT_TTL`] is given up.
+//!
 //! What a notification shows is what the console shows: the arguments and
 //! the justification after the built-in DLP redaction, characters nobody
 //! sees written out. Text a caller chose (a tool name, a justification)
 //! is escaped for each body's markup, so it cannot become a link.
 
+pub mod alerts;
 pub mod config;
 
 use std::collections::HashMap;
@@ -30,9 +38,10 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::approvals::{ApprovalView, State};
+use crate::audit::alerts::PendingAlert;
 use crate::pg::Lease;
 use crate::server::Api;
-use config::{Kind, NotifyConfig, Webhook};
+use config::{Event, Kind, NotifyConfig, Webhook};
 
 /// How often pending approvals are looked at.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -46,23 +55,28 @@ pub const MAX_ATTEMPTS: u32 = 14;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Deliveries under way at once.
 pub const IN_FLIGHT: usize = 8;
+/// Budget alerts read from the queue in one round.
+pub const ALERTS_READ: usize = 500;
+/// How long a budget alert may wait for its webhooks.
+pub const ALERT_TTL: Duration = Duration::from_secs(86_400);
 
 /// Whether `hook` wants to hear of `a`.
 pub fn wants(hook: &Webhook, a: &ApprovalView) -> bool {
     let ap = &a.approval;
     // not a name comparison: risk tiers (the tenants go through in_scope)
-    (hook.tenants.is_empty()
-        || warden_config::person::in_scope(&hook.tenants, &ap.tenant)
-        || ap
-            .for_tenants
-            .iter()
-            .any(|t| warden_config::person::in_scope(&hook.tenants, t)))
+    hook.hears(Event::HeldCalls)
+        && (hook.tenants.is_empty()
+            || warden_config::person::in_scope(&hook.tenants, &ap.tenant)
+            || ap
+                .for_tenants
+                .iter()
+                .any(|t| warden_config::person::in_scope(&hook.tenants, t)))
         && (hook.risks.is_empty() || hook.risks.iter().any(|r| r.eq_ignore_ascii_case(&ap.risk)))
 }
 
 /// Slack's three escapes: nothing a caller wrote becomes a link or a
 /// mention.
-fn slack_text(s: &str) -> String {
+pub(crate) fn slack_text(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -70,7 +84,7 @@ fn slack_text(s: &str) -> String {
 
 /// Markdown's active characters escaped (Teams' text blocks render a
 /// subset of it): nothing a caller wrote becomes a link or a heading.
-fn teams_text(s: &str) -> String {
+pub(crate) fn teams_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if "\\`*_[]()#<>~".contains(c) {
@@ -188,6 +202,9 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(ctx.sign().as_ref()))
 }
 
+/// The retries under way, by (held call or alert, webhook).
+type TriesMap = std::sync::Mutex<HashMap<(String, String), Tries>>;
+
 /// Where a held call's retries stand for one webhook.
 #[derive(Debug, Clone, Copy)]
 struct Tries {
@@ -196,11 +213,14 @@ struct Tries {
     busy: bool,
 }
 
-/// One POST of `a` to `hook`: `Ok(status)` for a 2xx, else why not.
+/// One POST of `body` to `hook` (`event`: its `X-Warden-Event`,
+/// `delivery`: the id that is the same on every attempt): `Ok(status)`
+/// for a 2xx, else why not.
 async fn send(
     http: &reqwest::Client,
     hook: &Webhook,
-    a: &ApprovalView,
+    event: &str,
+    delivery: &str,
     body: &Value,
 ) -> Result<u16, String> {
     let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
@@ -211,11 +231,8 @@ async fn send(
         .post(hook.url.clone())
         .header("content-type", "application/json")
         .header("user-agent", "warden-agent")
-        .header("x-warden-event", "approval.pending")
-        .header(
-            "x-warden-delivery",
-            format!("{}/{}", a.approval.id, hook.name),
-        );
+        .header("x-warden-event", event)
+        .header("x-warden-delivery", delivery);
     if let Some(secret) = &hook.secret {
         req = req
             .header("x-warden-timestamp", ts.to_string())
@@ -256,7 +273,8 @@ pub fn start(
         .build()?;
     let cfg = Arc::new(cfg);
     Ok(tokio::spawn(async move {
-        let tries: Arc<std::sync::Mutex<HashMap<(String, String), Tries>>> = Arc::default();
+        let tries: Arc<TriesMap> = Arc::default();
+        let wants_alerts = cfg.webhooks.iter().any(|h| h.hears(Event::BudgetAlerts));
         let flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         loop {
             tokio::time::sleep(TICK).await;
@@ -270,30 +288,39 @@ pub fn start(
                 .into_iter()
                 .filter(|v| v.state == State::Pending)
                 .collect();
+            let alerts = if wants_alerts {
+                let audit = api.audit.clone();
+                match tokio::task::spawn_blocking(move || audit.pending_alerts(ALERTS_READ)).await {
+                    Ok(Ok(a)) => a,
+                    Ok(Err(e)) => {
+                        tracing::warn!("budget alerts could not be read: {e:#}");
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
             {
-                // Bounded by the pending approvals (`MAX_PENDING`) times
-                // the webhooks: what stopped waiting is forgotten.
+                // Bounded by the pending approvals (`MAX_PENDING`) and the
+                // alerts read ([`ALERTS_READ`]) times the webhooks: what
+                // stopped waiting is forgotten.
                 let mut t = tries.lock().unwrap_or_else(|e| e.into_inner());
-                t.retain(|(id, _), _| pending.iter().any(|v| v.approval.id == *id));
+                t.retain(|(id, _), _| {
+                    pending.iter().any(|v| v.approval.id == *id)
+                        || alerts.iter().any(|a| alert_key(a.id) == *id)
+                });
                 api.metrics.notify_retries.set(t.len() as i64);
             }
+            alert_round(&api, &cfg, &http, &tries, &flight, alerts).await;
             for a in pending {
                 for hook in cfg.webhooks.iter().filter(|h| wants(h, &a)) {
                     if a.approval.notified.contains(&hook.name) {
                         continue;
                     }
                     let key = (a.approval.id.clone(), hook.name.clone());
-                    {
-                        let mut t = tries.lock().unwrap_or_else(|e| e.into_inner());
-                        let e = t.entry(key.clone()).or_insert(Tries {
-                            n: 0,
-                            next: Instant::now(),
-                            busy: false,
-                        });
-                        if e.busy || e.n >= MAX_ATTEMPTS || e.next > Instant::now() {
-                            continue;
-                        }
-                        e.busy = true;
+                    if !due(&tries, &key) {
+                        continue;
                     }
                     let Ok(permit) = flight.clone().acquire_owned().await else {
                         return;
@@ -311,7 +338,8 @@ pub fn start(
                         let link =
                             format!("{}/console/approvals/{}", cfg.console_url, a.approval.id);
                         let body = body(&hook, &a, &link, |t| api.console.redact(t));
-                        let res = send(&http, &hook, &a, &body).await;
+                        let delivery = format!("{}/{}", a.approval.id, hook.name);
+                        let res = send(&http, &hook, "approval.pending", &delivery, &body).await;
                         deliver_done(&api, &hook, &a, res, &tries, key).await;
                     });
                 }
@@ -320,33 +348,189 @@ pub fn start(
     }))
 }
 
+/// The key of alert `id` among the retries.
+fn alert_key(id: i64) -> String {
+    format!("alert:{id}")
+}
+
+/// Counts one attempt of `key` on `tries`, a failure waiting before the
+/// next; the attempts made.
+fn attempted(tries: &TriesMap, key: (String, String), failed: bool) -> u32 {
+    let mut t = tries.lock().unwrap_or_else(|e| e.into_inner());
+    let e = t.entry(key).or_insert(Tries {
+        n: 0,
+        next: Instant::now(),
+        busy: false,
+    });
+    e.busy = false;
+    e.n += 1;
+    if failed {
+        let wait = FIRST_RETRY
+            .saturating_mul(1 << (e.n - 1).min(16))
+            .min(LAST_RETRY);
+        e.next = Instant::now() + wait;
+    }
+    e.n
+}
+
+/// Takes `key`'s turn when it is due (not under way, not given up, its
+/// wait over): whether it was.
+fn due(tries: &TriesMap, key: &(String, String)) -> bool {
+    let mut t = tries.lock().unwrap_or_else(|e| e.into_inner());
+    let e = t.entry(key.clone()).or_insert(Tries {
+        n: 0,
+        next: Instant::now(),
+        busy: false,
+    });
+    if e.busy || e.n >= MAX_ATTEMPTS || e.next > Instant::now() {
+        return false;
+    }
+    e.busy = true;
+    true
+}
+
+/// One round of budget alerts: each alert sent to the webhooks that want
+/// it and have not taken it, when due; an alert none still waits for is
+/// marked done.
+async fn alert_round(
+    api: &Arc<Api>,
+    cfg: &Arc<NotifyConfig>,
+    http: &reqwest::Client,
+    tries: &Arc<TriesMap>,
+    flight: &Arc<tokio::sync::Semaphore>,
+    pending: Vec<PendingAlert>,
+) {
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    for p in pending {
+        let key_of = |hook: &Webhook| (alert_key(p.id), hook.name.clone());
+        let open: Vec<&Webhook> = cfg
+            .webhooks
+            .iter()
+            .filter(|h| alerts::wants(h, &p.alert) && !p.sent.contains(&h.name))
+            .collect();
+        let expired = now_us.saturating_sub(p.queued_us) > ALERT_TTL.as_micros() as i64;
+        let waiting: Vec<&Webhook> = open
+            .iter()
+            .copied()
+            .filter(|h| {
+                let t = tries.lock().unwrap_or_else(|e| e.into_inner());
+                t.get(&key_of(h))
+                    .is_none_or(|e| e.busy || e.n < MAX_ATTEMPTS)
+            })
+            .collect();
+        if waiting.is_empty() || expired {
+            if expired {
+                for h in &waiting {
+                    api.metrics
+                        .budget_alert_notifications
+                        .with_label_values(&[h.name.as_str(), "expired"])
+                        .inc();
+                    api.store.record(
+                        "notifier",
+                        "budget_alert.notify",
+                        None,
+                        false,
+                        &format!(
+                            "{} {}: not taken in {}; given up",
+                            p.alert.key,
+                            h.name,
+                            humantime::format_duration(ALERT_TTL)
+                        ),
+                    );
+                }
+            }
+            let audit = api.audit.clone();
+            let id = p.id;
+            if !matches!(
+                tokio::task::spawn_blocking(move || audit.alert_done(id)).await,
+                Ok(Ok(()))
+            ) {
+                tracing::warn!(alert = %p.alert.key, "a budget alert could not be marked done");
+            }
+            continue;
+        }
+        for hook in waiting {
+            let key = key_of(hook);
+            if !due(tries, &key) {
+                continue;
+            }
+            let Ok(permit) = flight.clone().acquire_owned().await else {
+                return;
+            };
+            let (api, http, hook, tries, cfg) = (
+                api.clone(),
+                http.clone(),
+                hook.clone(),
+                tries.clone(),
+                cfg.clone(),
+            );
+            let p = p.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let link = alerts::link(&cfg.console_url, &p.alert);
+                let body = alerts::body(&hook, &p.alert, &link, |t| api.console.redact(t));
+                let delivery = format!("{}/{}", p.alert.key, hook.name);
+                let res = send(&http, &hook, alerts::EVENT, &delivery, &body).await;
+                alert_done(&api, &hook, &p, res, &tries, key).await;
+            });
+        }
+    }
+}
+
+/// Keeps and records the outcome of one attempt of a budget alert.
+async fn alert_done(
+    api: &Arc<Api>,
+    hook: &Webhook,
+    p: &PendingAlert,
+    res: Result<u16, String>,
+    tries: &TriesMap,
+    key: (String, String),
+) {
+    let n = attempted(tries, key, res.is_err());
+    let outcome = match &res {
+        Ok(status) => {
+            let (audit, id, name) = (api.audit.clone(), p.id, hook.name.clone());
+            let kept = tokio::task::spawn_blocking(move || audit.alert_sent(id, &name)).await;
+            if !matches!(kept, Ok(Ok(()))) {
+                // Sent but not kept: sent once more, same delivery id.
+                tracing::warn!(alert = %p.alert.key, webhook = %hook.name, "a sent budget alert was not kept");
+            }
+            format!("{}: sent ({status}) on attempt {n}", hook.name)
+        }
+        Err(e) if n >= MAX_ATTEMPTS => format!("{}: {e} on attempt {n}; given up", hook.name),
+        Err(e) => format!("{}: {e} on attempt {n}; tried again", hook.name),
+    };
+    let label = match &res {
+        Ok(_) => "sent",
+        Err(_) if n >= MAX_ATTEMPTS => "given_up",
+        Err(_) => "failed",
+    };
+    api.metrics
+        .budget_alert_notifications
+        .with_label_values(&[hook.name.as_str(), label])
+        .inc();
+    api.store.record(
+        "notifier",
+        "budget_alert.notify",
+        None,
+        res.is_ok(),
+        &format!("{} {outcome}", p.alert.key),
+    );
+}
+
 /// Keeps and records the outcome of one attempt.
 async fn deliver_done(
     api: &Arc<Api>,
     hook: &Webhook,
     a: &ApprovalView,
     res: Result<u16, String>,
-    tries: &std::sync::Mutex<HashMap<(String, String), Tries>>,
+    tries: &TriesMap,
     key: (String, String),
 ) {
     let id = a.approval.id.clone();
-    let n = {
-        let mut t = tries.lock().unwrap_or_else(|e| e.into_inner());
-        let e = t.entry(key).or_insert(Tries {
-            n: 0,
-            next: Instant::now(),
-            busy: false,
-        });
-        e.busy = false;
-        e.n += 1;
-        if res.is_err() {
-            let wait = FIRST_RETRY
-                .saturating_mul(1 << (e.n - 1).min(16))
-                .min(LAST_RETRY);
-            e.next = Instant::now() + wait;
-        }
-        e.n
-    };
+    let n = attempted(tries, key, res.is_err());
     let outcome = match &res {
         Ok(status) => {
             let (ap, id2, name) = (api.clone(), id.clone(), hook.name.clone());

@@ -30,6 +30,7 @@ fn hook(kind: Kind, tenants: &[&str], risks: &[&str]) -> Webhook {
         secret: Some(b"hook-secret-0123456789".to_vec()),
         tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
         risks: risks.iter().map(|r| (*r).to_owned()).collect(),
+        events: vec![Event::HeldCalls, Event::BudgetAlerts],
     }
 }
 
@@ -105,4 +106,99 @@ fn a_webhook_hears_of_its_tenants_and_tiers() {
     let mut b = view("t", "j", "globex", "HIGH");
     b.approval.for_tenants = vec!["acme".into()];
     assert!(wants(&hook(Kind::Generic, &["acme"], &[]), &b));
+}
+
+fn alert(tenant: &str, budget: &str) -> crate::audit::alerts::BudgetAlert {
+    crate::audit::alerts::BudgetAlert {
+        key: "k1-0".into(),
+        gateway: "gw-1".into(),
+        tenant: tenant.into(),
+        principal: "agent-7".into(),
+        server: "llm".into(),
+        tool: Some(budget.into()),
+        ts: "2026-11-20T10:00:00Z".into(),
+        trace_id: "trace 1/x".into(),
+        budget: budget.into(),
+        per: "tenant".into(),
+        holder: tenant.into(),
+        threshold: "0.8".into(),
+        spent: "8.100000".into(),
+        limit: "10.000000".into(),
+        currency: "EUR".into(),
+        period: "2026-11".into(),
+        resets_at: "2026-12-01T00:00:00+01:00".into(),
+    }
+}
+
+/// A budget alert's bodies: the generic one typed apart from held calls
+/// with every field of the alert; Slack and Teams a text message; text
+/// from the record escaped for each markup and shown as the console
+/// shows it.
+#[test]
+fn budget_alert_bodies_say_what_crossed_and_escape_the_records_text() {
+    let evil = "<https://evil.example|Raise it> [Raise](https://evil.example) <!channel> AKIAIOSFODNN7EXAMPLE";
+    let a = alert("acme", evil);
+    let link = alerts::link("https://w.example", &a);
+    assert_eq!(
+        link,
+        "https://w.example/console/audit?trace_id=trace%201%2Fx"
+    );
+    for kind in [Kind::Generic, Kind::Slack, Kind::Teams] {
+        let b = alerts::body(&hook(kind, &[], &[]), &a, &link, redact).to_string();
+        assert!(!b.contains("AKIAIOSFODNN7EXAMPLE"), "{kind:?}: {b}");
+        assert!(b.contains(&link), "{kind:?}: {b}");
+        assert!(
+            b.contains("8.100000") && b.contains("10.000000") && b.contains("EUR"),
+            "{kind:?}: {b}"
+        );
+        match kind {
+            Kind::Generic => {
+                let v: Value = serde_json::from_str(&b).unwrap();
+                assert_eq!(v["type"], "budget.alert");
+                assert_ne!(v["type"], "approval.pending");
+                assert_eq!(v["id"], "k1-0");
+                assert_eq!(v["threshold"], "0.8");
+                assert_eq!(v["holder"], "acme");
+                assert_eq!(v["period"], "2026-11");
+                assert_eq!(v["resets_at"], "2026-12-01T00:00:00+01:00");
+                assert_eq!(v["trace_id"], "trace 1/x");
+                assert_eq!(v["gateway"], "gw-1");
+                assert!(v["budget"].as_str().unwrap().starts_with("<https://evil"));
+            }
+            Kind::Slack => {
+                let v: Value = serde_json::from_str(&b).unwrap();
+                assert!(v["text"].as_str().unwrap().contains("80 %"), "{b}");
+                assert!(!b.contains("<https://evil"), "{b}");
+                assert!(!b.contains("<!channel>"), "{b}");
+            }
+            Kind::Teams => {
+                assert!(b.contains("80 %"), "{b}");
+                assert!(!b.contains("[Raise](https"), "{b}");
+            }
+        }
+    }
+}
+
+/// A webhook hears of budget alerts only when its `events` say so, and
+/// of its tenants only (compared as the console compares tenants); a
+/// webhook of budget alerts alone hears of no held call.
+#[test]
+fn a_webhook_hears_of_budget_alerts_it_asked_for_in_its_tenants() {
+    let a = alert("acme", "acme-month");
+    let mut h = hook(Kind::Generic, &[], &[]);
+    assert!(alerts::wants(&h, &a));
+    h.events = vec![Event::HeldCalls];
+    assert!(!alerts::wants(&h, &a));
+    h.events = vec![Event::BudgetAlerts];
+    assert!(alerts::wants(&h, &a));
+    assert!(!wants(&h, &view("t", "j", "acme", "HIGH")));
+    // Risk tiers are for held calls: a webhook naming some still hears
+    // of alerts.
+    let mut h = hook(Kind::Slack, &["ACME"], &["CRITICAL"]);
+    assert!(alerts::wants(&h, &a));
+    h.tenants = vec!["globex".into()];
+    assert!(!alerts::wants(&h, &a));
+    // `acme` is not `acmé`.
+    h.tenants = vec!["acmé".into()];
+    assert!(!alerts::wants(&h, &a));
 }

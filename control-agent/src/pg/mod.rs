@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (6, "vault", include_str!("../../migrations/0006_vault.sql")),
     (7, "spend", include_str!("../../migrations/0007_spend.sql")),
+    (
+        8,
+        "budget alerts",
+        include_str!("../../migrations/0008_budget_alerts.sql"),
+    ),
 ];
 
 /// A database error as the store reports its failures.

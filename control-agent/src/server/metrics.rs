@@ -25,6 +25,12 @@ pub struct Metrics {
     pub(crate) notifications: prometheus::IntCounterVec,
     /// (held call, webhook) pairs whose retries the notifier keeps.
     pub(crate) notify_retries: prometheus::IntGauge,
+    /// Notifications of budget alerts, by webhook and outcome.
+    pub(crate) budget_alert_notifications: prometheus::IntCounterVec,
+    /// Budget alerts queued for the webhooks at ingest.
+    pub(crate) budget_alerts_queued: prometheus::IntCounter,
+    /// Budget alerts the full queue had no room for.
+    pub(crate) budget_alerts_dropped: prometheus::IntCounter,
     /// 1 while this agent holds the jobs lease (always, on its own files).
     jobs_lease: prometheus::IntGauge,
     /// The lease the gauge reads (`None`: the agent's alone).
@@ -116,6 +122,24 @@ impl Default for Metrics {
             "Held calls and webhooks whose notification retries the notifier keeps (bounded by the pending approvals times the webhooks)",
         )
         .expect("metric");
+        let budget_alert_notifications = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_agent_budget_alert_notifications_total",
+                "Attempts to notify webhooks of budget alerts, by webhook and outcome (sent, failed, given_up, expired)",
+            ),
+            &["webhook", "outcome"],
+        )
+        .expect("metric");
+        let budget_alerts_queued = prometheus::IntCounter::new(
+            "warden_agent_budget_alerts_queued_total",
+            "Budget alerts read from ingested audit records and queued for the webhooks",
+        )
+        .expect("metric");
+        let budget_alerts_dropped = prometheus::IntCounter::new(
+            "warden_agent_budget_alerts_dropped_total",
+            "Budget alerts not queued for the webhooks because the queue was full (the records are stored)",
+        )
+        .expect("metric");
         let jobs_lease = prometheus::IntGauge::new(
             "warden_agent_jobs_lease_held",
             "1 while this agent runs the background jobs (agents on one database take turns; alone: always 1)",
@@ -131,6 +155,9 @@ impl Default for Metrics {
             Box::new(audit_unreadable_costs.clone()),
             Box::new(notifications.clone()),
             Box::new(notify_retries.clone()),
+            Box::new(budget_alert_notifications.clone()),
+            Box::new(budget_alerts_queued.clone()),
+            Box::new(budget_alerts_dropped.clone()),
             Box::new(console_sessions.clone()),
             Box::new(proven_tokens.clone()),
             Box::new(waiting.clone()),
@@ -156,6 +183,9 @@ impl Default for Metrics {
             audit_unreadable_costs,
             notifications,
             notify_retries,
+            budget_alert_notifications,
+            budget_alerts_queued,
+            budget_alerts_dropped,
             jobs_lease,
             lease: None,
         }

@@ -283,26 +283,79 @@ impl PgStore {
         done.accepted += stored.0;
         done.duplicates += stored.1;
         done.unreadable_costs += stored.2;
+        done.alerts_queued += stored.3;
+        done.alerts_dropped += stored.4;
         self.shared.rows.fetch_add(stored.0, Ordering::Relaxed);
         super::super::unreadable_logged(gateway, stored.2);
+        super::super::dropped_logged(gateway, stored.4);
         Ok(done)
     }
 
     /// One transaction: `gateway`'s lock, the look-up of the lines already
-    /// kept, the new ones stored, their partitions counted. `(accepted,
-    /// duplicates, unreadable costs)`.
-    fn store(
-        &self,
-        gateway: &str,
-        cols: Columns,
-    ) -> Result<Result<(u64, u64, u64), Unstored>, IngestError> {
+    /// kept, the new ones stored, their partitions counted, their budget
+    /// alerts queued. `(accepted, duplicates, unreadable costs, alerts
+    /// queued, alerts dropped)`.
+    fn store(&self, gateway: &str, cols: Columns) -> Result<Result<Stored, Unstored>, IngestError> {
         let gateway = gateway.to_owned();
         let ranges = lock(&self.shared.known).clone();
+        let bound = self.shared.alert_bound.load(Ordering::Relaxed) as i64;
         let res = self.shared.writer.write(move |c| {
-            store_batch(c, &gateway, cols, &ranges).map_err(|e| unprepared(logged("ingest", e)))
+            store_batch(c, &gateway, cols, &ranges, bound)
+                .map_err(|e| unprepared(logged("ingest", e)))
         });
         res.map_err(|e| IngestError::StoreFailed(e.to_string()))
     }
+}
+
+/// What a batch's transaction stored: (accepted, duplicates, unreadable
+/// costs, alerts queued, alerts dropped).
+type Stored = (u64, u64, u64, u64, u64);
+
+/// Queues the budget alerts of the lines stored (`raws` with their
+/// `hashes`), up to `bound` waiting: (queued, dropped).
+fn queue_alerts(
+    t: &mut postgres::Transaction<'_>,
+    gateway: &str,
+    raws: &[&str],
+    hashes: &[&Vec<u8>],
+    bound: i64,
+) -> Result<(u64, u64), postgres::Error> {
+    let mut found = Vec::new();
+    for (raw, hash) in raws.iter().zip(hashes) {
+        let Ok(h) = <[u8; 32]>::try_from(hash.as_slice()) else {
+            continue;
+        };
+        found.extend(super::super::alerts::alerts_in(raw, gateway, &h));
+    }
+    if found.is_empty() {
+        return Ok((0, 0));
+    }
+    // Two agents' batches may both see room for their last alerts: the
+    // bound may be passed by a batch's alerts, never more.
+    let waiting: i64 = t
+        .query_one(
+            "SELECT count(*) FROM warden_budget_alerts WHERE done_us IS NULL",
+            &[],
+        )?
+        .get(0);
+    let room = (bound - waiting).max(0) as usize;
+    let dropped = found.len().saturating_sub(room) as u64;
+    found.truncate(room);
+    if found.is_empty() {
+        return Ok((0, dropped));
+    }
+    let keys: Vec<&str> = found.iter().map(|a| a.key.as_str()).collect();
+    let json: Vec<String> = found
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap_or_default())
+        .collect();
+    let queued = t.execute(
+        "INSERT INTO warden_budget_alerts (key, queued_us, alert) \
+         SELECT k, $3, a FROM unnest($1::text[], $2::text[]) AS u(k, a) \
+         ON CONFLICT (key) DO NOTHING",
+        &[&keys, &json, &now_us()],
+    )?;
+    Ok((queued, dropped))
 }
 
 /// The lines of a batch one partition may hold: their hashes, times and
@@ -320,7 +373,8 @@ fn store_batch(
     gateway: &str,
     cols: Columns,
     ranges: &BTreeMap<i64, i64>,
-) -> Result<Result<(u64, u64, u64), Unstored>, postgres::Error> {
+    bound: i64,
+) -> Result<Result<Stored, Unstored>, postgres::Error> {
     let mut t = c.transaction()?;
     // One gateway's batches one at a time, across agents: what the
     // look-up below saw is what is kept when this one stores.
@@ -363,7 +417,7 @@ fn store_batch(
     let keep: Vec<usize> = (0..total).filter(|i| !held.contains(i)).collect();
     if keep.is_empty() {
         t.commit()?;
-        return Ok(Ok((0, total as u64, 0)));
+        return Ok(Ok((0, total as u64, 0, 0, 0)));
     }
     let c = cols.only(&keep);
     let ids: Vec<i64> = t
@@ -447,12 +501,29 @@ fn store_batch(
             &[lo, n],
         )?;
     }
+    // The lines kept (by their ids): a line another agent kept first
+    // queues no alert here.
+    let kept_ids: HashSet<i64> = inserted.iter().map(|r| r.get(1)).collect();
+    let (mut queued, mut dropped) = (0, 0);
+    if bound > 0 {
+        let kept: Vec<usize> = (0..c.len())
+            .filter(|i| kept_ids.contains(&ids[*i]))
+            .collect();
+        let raws: Vec<&str> = kept.iter().map(|i| c.raw[*i].as_str()).collect();
+        let hashes: Vec<&Vec<u8>> = kept.iter().map(|i| &c.hash[*i]).collect();
+        (queued, dropped) = queue_alerts(&mut t, gateway, &raws, &hashes, bound)?;
+    }
     t.commit()?;
     let accepted = inserted.len() as u64;
-    // The lines kept whose cost could not be read (by their ids).
-    let kept_ids: HashSet<i64> = inserted.iter().map(|r| r.get(1)).collect();
+    // The lines kept whose cost could not be read.
     let unreadable = (0..c.len())
         .filter(|i| c.unreadable[*i] && kept_ids.contains(&ids[*i]))
         .count() as u64;
-    Ok(Ok((accepted, total as u64 - accepted, unreadable)))
+    Ok(Ok((
+        accepted,
+        total as u64 - accepted,
+        unreadable,
+        queued,
+        dropped,
+    )))
 }

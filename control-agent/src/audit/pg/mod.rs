@@ -104,6 +104,8 @@ struct Shared {
     /// The partitions whose span is over that this agent's retention has
     /// vacuumed.
     sealed: Mutex<BTreeSet<i64>>,
+    /// Budget alerts that may wait at once (0: none are queued).
+    alert_bound: AtomicUsize,
 }
 
 /// The store on one database.
@@ -149,6 +151,7 @@ impl PgStore {
             bytes: AtomicU64::new(0),
             known: Mutex::new(BTreeMap::new()),
             sealed: Mutex::new(BTreeSet::new()),
+            alert_bound: AtomicUsize::new(0),
         });
         let store = PgStore { shared };
         let today = parts::day(now_us());
@@ -198,6 +201,58 @@ impl PgStore {
             .shared
             .trimmer
             .run(|c| c.batch_execute("ANALYZE warden_audit"));
+    }
+
+    /// [`super::AuditStore::queue_alerts`] on PostgreSQL.
+    pub(super) fn queue_alerts(&self, bound: usize) {
+        self.shared.alert_bound.store(bound, Ordering::Relaxed);
+    }
+
+    /// [`super::AuditStore::pending_alerts`] on PostgreSQL.
+    pub(super) fn pending_alerts(
+        &self,
+        most: usize,
+    ) -> anyhow::Result<Vec<super::alerts::PendingAlert>> {
+        let reader = self.reader();
+        let rows = reader.reader.db.run(move |c| {
+            Ok(c.query(
+                "SELECT id, queued_us, alert, array_to_string(sent, ',') FROM warden_budget_alerts \
+                 WHERE done_us IS NULL ORDER BY id LIMIT $1",
+                &[&(most as i64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect::<Vec<(i64, i64, String, String)>>())
+        })?;
+        Ok(super::pending_of(rows))
+    }
+
+    /// [`super::AuditStore::alert_sent`] on PostgreSQL.
+    pub(super) fn alert_sent(&self, id: i64, webhook: &str) -> anyhow::Result<()> {
+        let webhook = webhook.to_owned();
+        self.shared.trimmer.run(move |c| {
+            c.execute(
+                "UPDATE warden_budget_alerts SET sent = array_append(sent, $2) \
+                 WHERE id = $1 AND NOT ($2 = ANY (sent))",
+                &[&id, &webhook],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// [`super::AuditStore::alert_done`] on PostgreSQL.
+    pub(super) fn alert_done(&self, id: i64, now: i64) -> anyhow::Result<()> {
+        self.shared.trimmer.run(move |c| {
+            c.execute(
+                "UPDATE warden_budget_alerts SET done_us = $2 WHERE id = $1 AND done_us IS NULL",
+                &[&id, &now],
+            )?;
+            c.execute(
+                "DELETE FROM warden_budget_alerts WHERE done_us < $1",
+                &[&(now - super::alerts::KEEP_DONE_US)],
+            )
+        })?;
+        Ok(())
     }
 
     /// [`super::AuditStore::trim`] on PostgreSQL: see [`parts::trim`].

@@ -66,7 +66,8 @@ fn a_batch_is_kept_once_across_agents_and_read_back_byte_for_byte() {
         Ingested {
             accepted: half as u64,
             duplicates: 0,
-            unreadable_costs: 0
+            unreadable_costs: 0,
+            ..Default::default()
         }
     );
     // The gateway timed out on A and fails over to B with an overlapping
