@@ -1330,3 +1330,66 @@ fn search_rows_carry_a_deprecated_servers_notice() {
     let row = serde_json::to_value(by("oldapi")).unwrap();
     assert_eq!(row["notice"], notice, "{row}");
 }
+
+/// A record carrying `n` budget alerts, at `ts_s`.
+pub(crate) fn alerting(t: &mut Trail, ts_s: i64, n: usize) {
+    let ts = jiff::Timestamp::from_second(ts_s).unwrap().to_string();
+    let alerts: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"budget": format!("b{i}"), "per": "tenant", "holder": "acme",
+                "threshold": "0.8", "spent": "8", "limit": "10", "currency": "EUR",
+                "period": "2026-11", "resets_at": "2026-12-01T00:00:00Z"})
+        })
+        .collect();
+    t.push(serde_json::json!({
+        "ts": ts, "principal": "p", "tenant": "acme", "server": "llm", "direction": "request",
+        "method": "tools/call", "tool": "chat", "outcome": "forwarded", "trace_id": format!("t{}", t.seq),
+        "budget": {"alerts": alerts},
+    }));
+}
+
+/// Budget alerts are queued only when asked, only the first time their
+/// record is kept, up to the bound (the rest counted as dropped); which
+/// webhooks took one is kept once each; one done no longer waits.
+#[test]
+fn budget_alerts_are_queued_once_within_their_bound() {
+    let (_d, s) = store(Limits::default());
+    let mut t = Trail::new();
+    alerting(&mut t, now_s() - 10, 2);
+    // Not asked: none queued, none dropped.
+    let done = s.ingest("gw-1", &t.body(0, 1)).unwrap();
+    assert_eq!(
+        (done.accepted, done.alerts_queued, done.alerts_dropped),
+        (1, 0, 0)
+    );
+    assert!(s.pending_alerts(10).unwrap().is_empty());
+    s.queue_alerts(2);
+    // Sent again: a duplicate, nothing queued.
+    let done = s.ingest("gw-1", &t.body(0, 1)).unwrap();
+    assert_eq!((done.duplicates, done.alerts_queued), (1, 0));
+    alerting(&mut t, now_s() - 9, 2);
+    alerting(&mut t, now_s() - 8, 1);
+    let done = s.ingest("gw-1", &t.body(0, 3)).unwrap();
+    // Two fit the bound; the third is dropped, counted.
+    assert_eq!(
+        (done.accepted, done.alerts_queued, done.alerts_dropped),
+        (2, 2, 1)
+    );
+    let again = s.ingest("gw-1", &t.body(0, 3)).unwrap();
+    assert_eq!((again.alerts_queued, again.alerts_dropped), (0, 0));
+    let p = s.pending_alerts(10).unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].alert.budget, "b0");
+    assert_eq!(p[0].alert.tenant, "acme");
+    s.alert_sent(p[0].id, "ops").unwrap();
+    s.alert_sent(p[0].id, "ops").unwrap();
+    s.alert_sent(p[0].id, "chat").unwrap();
+    let p = s.pending_alerts(10).unwrap();
+    assert_eq!(p[0].sent, vec!["ops".to_owned(), "chat".to_owned()]);
+    s.alert_done(p[0].id).unwrap();
+    assert_eq!(s.pending_alerts(10).unwrap().len(), 1);
+    // A done alert leaves room in the queue.
+    alerting(&mut t, now_s() - 7, 2);
+    let done = s.ingest("gw-1", &t.body(3, 4)).unwrap();
+    assert_eq!((done.alerts_queued, done.alerts_dropped), (1, 1));
+}

@@ -571,3 +571,7 @@ async fn deliver_done(
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "alert_tests.rs"]
+mod alert_tests;

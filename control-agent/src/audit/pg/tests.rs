@@ -1086,3 +1086,41 @@ fn a_database_restart_is_survived() {
     assert!(v.ok && v.records > 0, "{v:?}");
     assert_eq!(stored(&pg, "restart"), 80);
 }
+
+/// Two agents take the same batch whose records carry budget alerts:
+/// each alert is queued once; the bound holds; which webhooks took one
+/// is kept once each, whichever agent keeps it.
+#[test]
+fn budget_alerts_are_queued_once_across_agents() {
+    let pg = PgServer::start();
+    let a = on(&pg, "alerts", Limits::default());
+    let b = again(&pg, "alerts", Limits::default());
+    a.queue_alerts(3);
+    b.queue_alerts(3);
+    let mut t = Trail::new();
+    let base = recent_base();
+    super::super::tests::alerting(&mut t, base, 2);
+    super::super::tests::alerting(&mut t, base + 1, 2);
+    let body = t.body(0, 2);
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(|| a.ingest("gw-1", &body).unwrap());
+        let y = s.spawn(|| b.ingest("gw-1", &body).unwrap());
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(x.accepted + y.accepted, 2, "{x:?} {y:?}");
+    assert_eq!(x.alerts_queued + y.alerts_queued, 3, "{x:?} {y:?}");
+    assert_eq!(x.alerts_dropped + y.alerts_dropped, 1, "{x:?} {y:?}");
+    assert_eq!(
+        count(&pg, "alerts", "SELECT count(*) FROM warden_budget_alerts"),
+        3
+    );
+    let p = a.pending_alerts(10).unwrap();
+    assert_eq!(p.len(), 3);
+    a.alert_sent(p[0].id, "ops").unwrap();
+    b.alert_sent(p[0].id, "ops").unwrap();
+    b.alert_sent(p[0].id, "chat").unwrap();
+    let p = b.pending_alerts(10).unwrap();
+    assert_eq!(p[0].sent, vec!["ops".to_owned(), "chat".to_owned()]);
+    b.alert_done(p[0].id).unwrap();
+    assert_eq!(a.pending_alerts(10).unwrap().len(), 2);
+}
