@@ -197,7 +197,7 @@ async fn one_alert_once(audit: AuditStore, other: Option<AuditStore>) {
         ("/ops".to_owned(), 1),
         ("/teams".to_owned(), 1),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while by_path(&taken) != want {
         assert!(Instant::now() < deadline, "{:?}", by_path(&taken));
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -211,6 +211,9 @@ struct Tries {
     n: u32,
     next: Instant,
     busy: bool,
+    /// Answered 2xx: never sent again from here (a round that read the
+    /// queue or the approvals before the delivery was kept would).
+    taken: bool,
 }
 
 /// One POST of `body` to `hook` (`event`: its `X-Warden-Event`,
@@ -361,9 +364,11 @@ fn attempted(tries: &TriesMap, key: (String, String), failed: bool) -> u32 {
         n: 0,
         next: Instant::now(),
         busy: false,
+        taken: false,
     });
     e.busy = false;
     e.n += 1;
+    e.taken |= !failed;
     if failed {
         let wait = FIRST_RETRY
             .saturating_mul(1 << (e.n - 1).min(16))
@@ -381,8 +386,9 @@ fn due(tries: &TriesMap, key: &(String, String)) -> bool {
         n: 0,
         next: Instant::now(),
         busy: false,
+        taken: false,
     });
-    if e.busy || e.n >= MAX_ATTEMPTS || e.next > Instant::now() {
+    if e.busy || e.taken || e.n >= MAX_ATTEMPTS || e.next > Instant::now() {
         return false;
     }
     e.busy = true;
@@ -494,7 +500,8 @@ async fn alert_done(
             let (audit, id, name) = (api.audit.clone(), p.id, hook.name.clone());
             let kept = tokio::task::spawn_blocking(move || audit.alert_sent(id, &name)).await;
             if !matches!(kept, Ok(Ok(()))) {
-                // Sent but not kept: sent once more, same delivery id.
+                // Sent but not kept: another agent (or this one after a
+                // restart) sends it once more, same delivery id.
                 tracing::warn!(alert = %p.alert.key, webhook = %hook.name, "a sent budget alert was not kept");
             }
             format!("{}: sent ({status}) on attempt {n}", hook.name)
@@ -539,8 +546,8 @@ async fn deliver_done(
             })
             .await;
             if !matches!(kept, Ok(Ok(()))) {
-                // Sent but not kept: the next agent or round sends it once
-                // more, under the same delivery id.
+                // Sent but not kept: another agent (or this one after a
+                // restart) sends it once more, under the same delivery id.
                 tracing::warn!(approval = %id, webhook = %hook.name, "a sent notification was not kept");
             }
             format!("{}: sent ({status}) on attempt {n}", hook.name)

@@ -119,7 +119,7 @@ impl Default for Metrics {
         .expect("metric");
         let notify_retries = prometheus::IntGauge::new(
             "warden_agent_notify_retries",
-            "Held calls and webhooks whose notification retries the notifier keeps (bounded by the pending approvals times the webhooks)",
+            "Held calls and budget alerts, times webhooks, whose notification retries the notifier keeps (bounded by the pending approvals and the alerts read a round, times the webhooks)",
         )
         .expect("metric");
         let budget_alert_notifications = prometheus::IntCounterVec::new(
