@@ -15,7 +15,11 @@
 #   `+price`: echo priced, so every reply is charged, docs/guards.md;
 #   `+budget`: priced and under a tenant's, a principal's and a session's
 #   budget in this replica; `+gbudget`: the same budgets held in the Redis
-#   at AB_REDIS). The
+#   at AB_REDIS;
+#   `+anomaly`: behaviour baselines, the example's `anomaly:` section with a
+#   one-second learning period, so every call is judged against a learnt
+#   baseline and learnt from, docs/guards.md; without it the section is
+#   dropped). The
 #   bundle's `policies/` stay: a bundle without a policy refuses every call,
 #   and a variant that does not forward the call is refused here.
 # e.g. bash benches/ab.sh 6 3 before=/tmp/old/warden after=target/release/warden
@@ -178,6 +182,14 @@ if "+budget" in drop or "+gbudget" in drop:
           "    - {name: tenant-month, per: tenant, period: month, amount: \"1000000000\"" + glob + "}\n"
           "    - {name: agent-day, per: principal, period: day, amount: \"1000000000\"" + glob + "}\n"
           "    - {name: session-day, per: session, period: day, amount: \"1000000000\"" + glob + "}\n")
+if "+anomaly" in drop:
+    # Every call observed against its principal's baseline (past its
+    # learning period after a second: rate, hour and denial rate judged
+    # too) and learnt from once forwarded (docs/guards.md).
+    y = re.sub(r"(?m)^anomaly:\n(  .*\n)*", "anomaly:\n  learning: 1s\n", y)
+else:
+    # The example keeps baselines; the other variants measure without.
+    drop.append("anomaly")
 if "+flows" in drop:
     # Every call is tracked: echo is unlabelled (its output untrusted),
     # so each reply raises its flow, and each call is checked as a read.

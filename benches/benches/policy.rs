@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
         justification: None,
         session_id: Some("6f1c2a"),
         flow: None,
+        anomaly: None,
     };
     assert!(engine.decide(&input).allow, "the bench input is allowed");
     assert_eq!(engine.evaluate(&input), engine.decide(&input));

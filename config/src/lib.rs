@@ -7,6 +7,7 @@
 //! problem with the file and field path it concerns.
 
 pub mod access;
+pub mod anomaly;
 pub mod archive;
 pub mod budgets;
 pub mod error;

@@ -102,6 +102,35 @@ impl ResolvedRoute {
     }
 }
 
+/// Accepts the bundle's behaviours (`anomaly.accept`) into the baselines
+/// (on every build: a bundle swap applies them). One the table has no
+/// room for is left out (its calls are still flagged).
+pub fn accept_behaviours(
+    baselines: &crate::engines::anomaly::Baselines,
+    accept: &[warden_config::anomaly::Accept],
+) {
+    for a in accept {
+        let _ = baselines.accept(
+            &crate::engines::grants::holder_key(&a.tenant, &a.principal),
+            std::time::SystemTime::now(),
+            &accepted_facts(a),
+        );
+    }
+}
+
+/// The facts an accepted behaviour names (0: none of that kind).
+pub fn accepted_facts(a: &warden_config::anomaly::Accept) -> crate::engines::anomaly::Facts {
+    use crate::engines::anomaly::{host_hash, server_hash, tool_hash, Facts};
+    Facts {
+        server: a.server.as_deref().map_or(0, server_hash),
+        tool: match (&a.server, &a.tool) {
+            (Some(s), Some(t)) => tool_hash(s, t),
+            _ => 0,
+        },
+        hosts: a.host.as_deref().map(host_hash).into_iter().collect(),
+    }
+}
+
 fn join(prefix: &str, rest: &str) -> String {
     if prefix == "/" {
         if rest.starts_with('/') {
@@ -263,6 +292,8 @@ pub struct Shared {
     pub grants: Arc<crate::engines::grants::Grants>,
     /// This replica's spend per money budget and holder (see `budget`).
     pub budgets: Arc<crate::guards::budget::BudgetTables>,
+    /// Per-principal behaviour baselines (`anomaly`).
+    pub baselines: Arc<crate::engines::anomaly::Baselines>,
 }
 
 impl Shared {
@@ -301,6 +332,8 @@ impl Shared {
         ));
         s.budgets = Arc::new(crate::guards::budget::BudgetTables::new(
             budget.entries(Table::Budgets),
+        s.baselines = Arc::new(crate::engines::anomaly::Baselines::new(
+            budget.entries(Table::Baselines) as usize,
         ));
         Arc::new(s)
     }
@@ -320,6 +353,7 @@ impl Shared {
             listed: Arc::new(crate::guards::names::ListedNames::default()),
             grants: Arc::new(crate::engines::grants::Grants::default()),
             budgets: Arc::new(crate::guards::budget::BudgetTables::new(100_000)),
+            baselines: Arc::new(crate::engines::anomaly::Baselines::default()),
         })
     }
 }
@@ -620,6 +654,14 @@ impl Snapshot {
                     shared.listed.clone(),
                 )),
             ));
+        }
+        // Behaviour baselines: before the policy, which reads the signals.
+        if let Some(a) = &config.anomaly {
+            accept_behaviours(&shared.baselines, &a.accept);
+            filters.push(Arc::new(crate::guards::anomaly::AnomalyFilter::new(
+                shared.baselines.clone(),
+                a.into(),
+            )));
         }
         if let Some(engine) = &enforced {
             filters.push(Arc::new(

@@ -196,6 +196,7 @@ fn input(c: &Case) -> PolicyInput<'_> {
         justification: c.justification,
         session_id: c.session,
         flow: None,
+        anomaly: None,
     }
 }
 

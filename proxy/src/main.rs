@@ -98,6 +98,10 @@ struct RunArgs {
     /// Admin listener address (overrides the bundle's).
     #[arg(long)]
     admin: Option<String>,
+    /// A file holding the bearer token the admin listener's writes
+    /// (`POST /anomaly/accept`) need; without one they are refused.
+    #[arg(long, env = "WARDEN_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Worker threads (default: one per core); one runs a single-threaded
     /// event loop, several share a work-stealing runtime.
     #[arg(long)]
@@ -516,12 +520,21 @@ fn run(args: RunArgs) -> ExitCode {
         report_interval,
         listen,
         admin,
+        admin_token_file,
         threads,
         audit,
         upgrade,
         upgrade_sock,
         otlp_endpoint,
     } = args;
+    let admin_token = match admin_token_file
+        .as_deref()
+        .map(warden_proxy::app::admin::read_token)
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return fail(anyhow::anyhow!(e)),
+    };
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let audit = audit.filter(|p| p.as_os_str() != "-");
@@ -690,6 +703,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         listen,
         admin,
+        admin_token,
         threads,
         audit,
         upgrade,

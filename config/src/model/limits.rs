@@ -69,10 +69,15 @@ pub enum Table {
     /// replica. It never forgets a live counter: when full, counters of
     /// periods that are over go, and a holder it cannot hold is refused.
     Budgets,
+    /// Per-principal behaviour baselines (`anomaly`). It never evicts a
+    /// baseline that was used in the last 30 days: when full, a principal
+    /// it cannot hold is judged as wholly new (every first-use signal
+    /// raised, and `untracked`), never as normal.
+    Baselines,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Ledger,
         Table::Sessions,
         Table::Quotas,
@@ -84,6 +89,7 @@ impl Table {
         Table::Grants,
         Table::Credentials,
         Table::Budgets,
+        Table::Baselines,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +105,7 @@ impl Table {
             Table::Grants => "grants",
             Table::Credentials => "credentials",
             Table::Budgets => "budgets",
+            Table::Baselines => "baselines",
         }
     }
 
@@ -117,6 +124,7 @@ impl Table {
             Table::Grants => 20,
             Table::Credentials => 10,
             Table::Budgets => 20,
+            Table::Baselines => 40,
         }
     }
 
@@ -151,6 +159,11 @@ impl Table {
             // A holder's key (a 16-byte definition and its names), the
             // counter behind its lock and the map's bookkeeping.
             Table::Budgets => 256,
+            // A baseline at its caps (64 servers, 256 tools, 64 hosts as
+            // 8-byte hashes), its hour histogram and counters, its key and
+            // the map's bookkeeping (the filters' test
+            // `a_full_baseline_fits_its_table_entry` holds it to this).
+            Table::Baselines => 4096,
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct Config {
     pub dlp: Option<crate::guards::Dlp>,
     /// `None`: no flow tracking (`flows:`).
     pub flows: Option<crate::flows::Flows>,
+    /// `None`: no behaviour baselines (`anomaly:`).
+    pub anomaly: Option<crate::anomaly::Anomaly>,
     /// What each tenant may own (`tenants:`); their layers are read with
     /// the bundle (`crate::tenants`).
     pub tenants: std::collections::BTreeMap<String, Grant>,
@@ -193,6 +195,10 @@ impl Config {
             tool_pinning: raw.tool_pinning.enabled.unwrap_or(true),
             dlp: raw.dlp.as_ref().map(|d| crate::guards::dlp(d, p)),
             flows,
+            anomaly: raw
+                .anomaly
+                .as_ref()
+                .map(|a| crate::anomaly::anomaly(a, &known, p)),
             listeners,
             admin,
             limits,

@@ -9,6 +9,7 @@
 
 mod access;
 mod budgets;
+mod anomaly;
 mod flows;
 mod gateway;
 mod guards;
@@ -25,6 +26,7 @@ pub use access::{
     PriceConfig, ServerCatalogConfig, ToolCatalogConfig, UnitPriceConfig,
 };
 pub use budgets::{BudgetConfig, BudgetsConfig};
+pub use anomaly::{AcceptConfig, AnomalyConfig};
 pub use flows::{FlowsConfig, ResourceLabelConfig};
 pub use gateway::{
     AdminConfig, AuditConfig, AuditExportConfig, HttpExportConfig, LimitsConfig, ListenerConfig,
@@ -112,6 +114,9 @@ pub struct WardenConfig {
     /// Data classification and information flow. Absent: no flow tracking.
     #[serde(default)]
     pub flows: Option<FlowsConfig>,
+    /// Per-principal behaviour baselines (`input.anomaly`). Absent: none.
+    #[serde(default)]
+    pub anomaly: Option<AnomalyConfig>,
     /// The tenants that may publish a layer, and what each may own
     /// (see `docs/governance.md`).
     #[serde(default)]

@@ -322,6 +322,8 @@ pub struct Live {
     pub dlp: Vec<(String, u64)>,
     /// Calls by gateway.
     pub gateways: Vec<(String, u64)>,
+    /// Behaviour signals (`anomaly`) the window's calls raised, by kind.
+    pub anomalies: Vec<(String, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

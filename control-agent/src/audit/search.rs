@@ -327,7 +327,10 @@ impl Inner {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT r.ts_us, r.gateway, r.method, r.direction, r.outcome, r.tool, r.principal, \
-             r.reason, r.latency_us, r.dlp FROM records r WHERE {w}"
+             r.reason, r.latency_us, r.dlp, \
+             (SELECT CASE WHEN instr(raw, '\"anomaly\"') > 0 \
+              THEN json_extract(raw, '$.anomaly.signals') END FROM lines WHERE lines.id = r.id) \
+             FROM records r WHERE {w}"
         ))?;
         let mut rows = stmt.query(rusqlite::params_from_iter(v))?;
         while let Some(r) = rows.next()? {
@@ -342,6 +345,7 @@ impl Inner {
                 reason: r.get(7)?,
                 latency_us: r.get(8)?,
                 dlp: r.get(9)?,
+                anomaly: r.get(10)?,
             });
         }
         Ok(acc.finish())
@@ -360,6 +364,8 @@ pub(super) struct LiveRow {
     pub(super) reason: Option<String>,
     pub(super) latency_us: Option<i64>,
     pub(super) dlp: Option<String>,
+    /// The record's `anomaly.signals` (JSON), when it has any.
+    pub(super) anomaly: Option<String>,
 }
 
 /// The live figures of a window, added up record by record (both stores
@@ -373,6 +379,7 @@ pub(super) struct LiveWindow {
     reasons: HashMap<String, u64>,
     dlp: HashMap<String, u64>,
     gateways: HashMap<String, u64>,
+    anomalies: HashMap<String, u64>,
     latencies: Vec<u64>,
     calls: u64,
 }
@@ -405,6 +412,7 @@ impl LiveWindow {
             reasons: HashMap::new(),
             dlp: HashMap::new(),
             gateways: HashMap::new(),
+            anomalies: HashMap::new(),
             latencies: Vec::new(),
             calls: 0,
         };
@@ -422,6 +430,13 @@ impl LiveWindow {
         }
         if r.method.as_deref() != Some("tools/call") || r.direction != "request" {
             return;
+        }
+        if let Some(a) = r.anomaly {
+            for sig in serde_json::from_str::<Vec<serde_json::Value>>(&a).unwrap_or_default() {
+                if let Some(kind) = sig.get("kind").and_then(|k| k.as_str()) {
+                    *self.anomalies.entry(kind.to_owned()).or_insert(0) += 1;
+                }
+            }
         }
         self.calls += 1;
         if let Some(n) = self.per_second.get_mut(&r.ts_us.div_euclid(1_000_000)) {
@@ -464,6 +479,7 @@ impl LiveWindow {
             top_reasons: top(self.reasons, 10),
             dlp: top(self.dlp, 20),
             gateways: top(self.gateways, 20),
+            anomalies: top(self.anomalies, 10),
         }
     }
 }

@@ -413,6 +413,11 @@ impl Api {
                 ("Denial reasons", "reasons", bars(&red(&live.top_reasons))),
                 ("DLP findings by detector", "dlp", bars(&red(&live.dlp))),
                 ("By gateway", "gateways", bars(&red(&live.gateways))),
+                (
+                    "Behaviour anomalies by kind",
+                    "anomalies",
+                    bars(&red(&live.anomalies)),
+                ),
             ],
         })
     }

@@ -31,6 +31,9 @@ pub struct Notes {
     /// What the flow guard saw of a request: the flow's state and the
     /// call's labels (for the policy input and the audit record).
     pub flow: Option<crate::engines::flow::FlowNote>,
+    /// What the anomaly guard saw of a call: its principal's behaviour
+    /// signals (for the policy input and the audit record).
+    pub anomaly: Option<crate::engines::anomaly::AnomalyNote>,
     /// What a reply added to its flow (to share and to audit).
     pub flow_out: Option<crate::engines::flow::FlowOut>,
     /// A notice for the audit record (a deprecated server's call: see

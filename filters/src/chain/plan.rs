@@ -37,6 +37,9 @@ pub struct MessageRecord {
     /// The flow (`flows`): on a request, the session's state and the
     /// call's labels with the lineage; on a reply, what it added (`out`).
     pub flow: Option<serde_json::Value>,
+    /// The call's behaviour signals (`anomaly`), with what its baseline
+    /// learns once it is forwarded.
+    pub anomaly: Option<crate::engines::anomaly::AnomalyNote>,
     /// A notice the guards left (a deprecated server's call).
     pub notice: Option<String>,
     /// A completion of a resource template's argument, as the ledger keeps
@@ -436,6 +439,7 @@ impl MessageRecord {
             approval: None,
             shadow: None,
             flow: None,
+            anomaly: None,
             notice: None,
             completing: None,
             cost: None,
@@ -459,6 +463,7 @@ impl MessageRecord {
             approval: None,
             shadow: None,
             flow: None,
+            anomaly: None,
             notice: None,
             completing: None,
             cost: None,
@@ -474,6 +479,7 @@ impl MessageRecord {
         self.approval = notes.approval;
         self.shadow = notes.shadow;
         self.notice = notes.notice;
+        self.anomaly = notes.anomaly;
         self.completing = notes.completing;
         self.flow = match (notes.flow, notes.flow_out) {
             (_, Some(out)) => Some(serde_json::json!({"out": {

@@ -2,6 +2,7 @@
 //! chain: the Rego policy engine, the DLP scanner, authentication (API keys,
 //! JWT, mTLS → a `Principal`) and the sealed tokens the gateway hands out.
 
+pub mod anomaly;
 pub mod dlp;
 pub mod flow;
 pub mod grants;

@@ -2,12 +2,13 @@
 //! file or a folder named as the guard's audit name (`filter` in a
 //! denial's record). `snapshot` chains them in this order: `task_binding`,
 //! `kill_switch`, `input_state`, `cursor`, `scopes`, `quota`, `runaway`,
-//! `names`, `policy`, `tools` (`tool_pinning`), `mirrored_headers`, `tools`
+//! `names`, `anomaly`, `policy`, `tools` (`tool_pinning`), `mirrored_headers`, `tools`
 //! (`schema`), `egress`, DLP, (flows' reply half), `cancel`, `budget`,
 //! `approval`. A
 //! reply DLP rewrote is judged again by the content guards before it (see
 //! `McpFilter::rewrites_content`).
 
+pub mod anomaly;
 pub mod approval;
 pub mod budget;
 pub mod cancel;

@@ -14,7 +14,6 @@ use warden_config::access::{DenialStyle, Risk, ServerCatalog};
 use crate::chain::filter::{
     unreadable_reply, Decision, Denial, Exchange, McpFilter, Message, Notes,
 };
-use crate::engines::flow::FlowNote;
 use crate::engines::policy::{PolicyDecision, PolicyEngine, PolicyInput};
 use crate::protocol::embedded::Found;
 use crate::protocol::error::{codes, JsonRpcError};
@@ -219,13 +218,13 @@ impl PolicyFilter {
     fn decide(
         &self,
         ctx: &Exchange<'_>,
-        flow: Option<&FlowNote>,
+        seen: Option<&Notes>,
         method: &str,
         name: Option<&str>,
         args: Option<&str>,
         listing: bool,
     ) -> PolicyDecision {
-        self.decide_with(&self.engine, ctx, flow, method, name, args, listing)
+        self.decide_with(&self.engine, ctx, seen, method, name, args, listing)
     }
 
     /// [`PolicyFilter::decide`] by `engine` (the enforced rule or the shadow).
@@ -240,13 +239,13 @@ impl PolicyFilter {
         &self,
         engine: &PolicyEngine,
         ctx: &Exchange<'_>,
-        flow: Option<&FlowNote>,
+        seen: Option<&Notes>,
         method: &str,
         name: Option<&str>,
         args: Option<&str>,
         listing: bool,
     ) -> PolicyDecision {
-        let d = self.decide_one(engine, ctx, flow, method, name, args, listing);
+        let d = self.decide_one(engine, ctx, seen, method, name, args, listing);
         let resource = matches!(
             method,
             "resources/read" | "resources/subscribe" | "resources/unsubscribe"
@@ -259,7 +258,7 @@ impl PolicyFilter {
                         d.stricter(self.decide_one(
                             engine,
                             ctx,
-                            flow,
+                            seen,
                             method,
                             Some(r),
                             args,
@@ -277,7 +276,7 @@ impl PolicyFilter {
         &self,
         engine: &PolicyEngine,
         ctx: &Exchange<'_>,
-        flow: Option<&FlowNote>,
+        seen: Option<&Notes>,
         method: &str,
         name: Option<&str>,
         args: Option<&str>,
@@ -317,7 +316,8 @@ impl PolicyFilter {
             source_ip: ctx.source_ip,
             justification: ctx.justification,
             session_id: ctx.session_id,
-            flow,
+            flow: seen.and_then(|n| n.flow.as_ref()),
+            anomaly: seen.and_then(|n| n.anomaly.as_ref()),
         };
         let d = engine.decide(&input);
         match &self.tenants {
@@ -950,9 +950,9 @@ impl McpFilter for PolicyFilter {
                 ));
             }
         }
-        let d = self.decide(ctx, notes.flow.as_ref(), method, name, args, false);
+        let d = self.decide(ctx, Some(&*notes), method, name, args, false);
         if let Some(shadow) = &self.shadow {
-            let s = self.decide_with(shadow, ctx, notes.flow.as_ref(), method, name, args, false);
+            let s = self.decide_with(shadow, ctx, Some(&*notes), method, name, args, false);
             if s.allow != d.allow {
                 notes.shadow = Some(ShadowNote {
                     enforced_allow: d.allow,
@@ -980,7 +980,7 @@ impl McpFilter for PolicyFilter {
                 for r in crate::protocol::names::folded_readings(n) {
                     if r != n
                         && !self
-                            .decide(ctx, notes.flow.as_ref(), method, Some(&r), args, false)
+                            .decide(ctx, Some(&*notes), method, Some(&r), args, false)
                             .allow
                     {
                         return Decision::Reject(crate::guards::names::near_name_denial(named));

@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, `/top`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, `/top`,
+//! `/anomaly` (a principal's baseline, in counts), and its one write,
+//! `POST /anomaly/accept` (a bearer token: `--admin-token-file`).
 
 use std::sync::Arc;
 
@@ -13,6 +15,36 @@ use crate::hub::state::Gateway;
 pub struct AdminApp {
     pub gateway: Arc<Gateway>,
     pub started: std::time::SystemTime,
+    /// SHA-256 of the token writes need (`--admin-token-file`); `None`:
+    /// writes are refused.
+    pub token: Option<[u8; 32]>,
+}
+
+/// The SHA-256 of the token in `path` (its first line, trimmed; at least
+/// 16 characters).
+pub fn read_token(path: &std::path::Path) -> Result<[u8; 32], String> {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+    let t = text.lines().next().unwrap_or("").trim();
+    if t.len() < 16 {
+        return Err(format!(
+            "--admin-token-file {}: the token must be at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(sha2::Sha256::digest(t.as_bytes()).into())
+}
+
+/// The most bytes a write's body may hold.
+const MAX_WRITE_BODY: usize = 16 * 1024;
+
+fn json_reply(status: u16, v: serde_json::Value) -> Response<Vec<u8>> {
+    reply(
+        status,
+        "application/json",
+        serde_json::to_vec(&v).unwrap_or_default(),
+    )
 }
 
 fn reply(status: u16, ct: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -55,6 +87,10 @@ impl AdminApp {
                 "policy_cacheable": rt.snap.policy.as_ref().map(|p| p.cacheable()),
             },
             "filters": rt.snap.chain.names(),
+            "baselines": rt.snap.config.anomaly.as_ref().map(|_| {
+                let b = &self.gateway.shared.baselines;
+                serde_json::json!({"entries": b.len(), "limit": b.limit()})
+            }),
             "quota_store": match (self.gateway.quota_store(), &rt.snap.config.redis) {
                 (Some(q), _) => Some(serde_json::json!({
                     "url": q.display_url(),
@@ -82,6 +118,149 @@ impl AdminApp {
         })
     }
 
+    /// Whether the request carries the admin token (compared as digests,
+    /// in constant time).
+    fn authorized(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+        use sha2::Digest;
+        let Some(want) = &self.token else {
+            return Err(json_reply(
+                403,
+                serde_json::json!({"error": "admin writes are off: start the gateway with --admin-token-file"}),
+            ));
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| -> [u8; 32] { sha2::Sha256::digest(t.trim().as_bytes()).into() });
+        match given {
+            Some(g) if g.iter().zip(want).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 => Ok(()),
+            _ => Err(json_reply(
+                401,
+                serde_json::json!({"error": "a bearer token the gateway's --admin-token-file holds is needed"}),
+            )),
+        }
+    }
+
+    /// `GET /anomaly?tenant=T&principal=P`: what the baseline of that
+    /// principal holds, in counts (it keeps hashes, never names), and the
+    /// table's use.
+    fn anomaly(&self, query: Option<&str>) -> Response<Vec<u8>> {
+        let pairs: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let b = &self.gateway.shared.baselines;
+        let table = serde_json::json!({"entries": b.len(), "limit": b.limit()});
+        let baseline = match (pairs.get("tenant"), pairs.get("principal")) {
+            (Some(t), Some(p)) => b
+                .get(&warden_filters::engines::grants::holder_key(t, p))
+                .map(|x| {
+                    serde_json::json!({
+                        "first_seen": x.first_seen,
+                        "last_seen": x.last_seen,
+                        "servers": x.servers.len(),
+                        "tools": x.tools.len(),
+                        "hosts": x.hosts.len(),
+                        "calls_by_hour": x.hours.iter().map(|h| (*h as f64 * 10.0).round() / 10.0).collect::<Vec<_>>(),
+                        "usual_rate": x.usual_rate,
+                        "denial_usual": x.denial_usual,
+                        "judged": x.judged,
+                    })
+                }),
+            _ => None,
+        };
+        json_reply(
+            200,
+            serde_json::json!({"table": table, "baseline": baseline}),
+        )
+    }
+
+    /// `POST /anomaly/accept` with `{"tenant", "principal", "server",
+    /// "tool", "host"}`: the behaviour becomes part of that principal's
+    /// baseline here at once (and the fleet's, with `redis:`).
+    async fn accept(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Err(r) = self.authorized(session) {
+            return r;
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_WRITE_BODY {
+                        return json_reply(413, serde_json::json!({"error": "body too large"}));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return json_reply(400, serde_json::json!({"error": format!("body: {e}")}))
+                }
+            }
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Asked {
+            tenant: String,
+            principal: String,
+            #[serde(default)]
+            server: Option<String>,
+            #[serde(default)]
+            tool: Option<String>,
+            #[serde(default)]
+            host: Option<String>,
+        }
+        let asked: Asked = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => return json_reply(400, serde_json::json!({"error": e.to_string()})),
+        };
+        let a = warden_config::anomaly::Accept {
+            tenant: asked.tenant,
+            principal: asked.principal,
+            server: asked.server,
+            tool: asked.tool,
+            host: asked.host,
+        }
+        .normalize();
+        if let Err(e) = a.check(None) {
+            return json_reply(400, serde_json::json!({"error": e}));
+        }
+        let facts = warden_filters::snapshot::accepted_facts(&a);
+        let key = warden_filters::engines::grants::holder_key(&a.tenant, &a.principal);
+        if self
+            .gateway
+            .shared
+            .baselines
+            .accept(&key, std::time::SystemTime::now(), &facts)
+            .is_err()
+        {
+            return json_reply(
+                507,
+                serde_json::json!({"error": "the baseline table is full (limits.memory)"}),
+            );
+        }
+        let rt = self.gateway.runtime();
+        let shared = match (&rt.quota_store, &rt.snap.config.anomaly) {
+            (Some(store), Some(cfg)) => Some(
+                crate::hub::anomaly_store::add(store, &key, &facts, cfg.fleet_ttl)
+                    .await
+                    .is_ok(),
+            ),
+            _ => None,
+        };
+        tracing::info!(
+            tenant = %a.tenant,
+            principal = %a.principal,
+            server = ?a.server,
+            tool = ?a.tool,
+            host = ?a.host,
+            "behaviour accepted into the baseline"
+        );
+        json_reply(200, serde_json::json!({"accepted": true, "shared": shared}))
+    }
+
     /// Ready when every server has at least one healthy upstream.
     fn ready(&self) -> (bool, Vec<String>) {
         let down: Vec<String> = self
@@ -107,7 +286,11 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        let post = session.req_header().method == http::Method::POST;
         match path.as_str() {
+            "/anomaly/accept" if post => self.accept(session).await,
+            "/anomaly/accept" => reply(405, "text/plain", b"POST only\n".to_vec()),
+            "/anomaly" => self.anomaly(session.req_header().uri.query()),
             "/metrics" => {
                 crate::observability::metrics::metrics()
                     .tools_quarantined
@@ -152,12 +335,13 @@ impl ServeHttp for AdminApp {
             // Requests per principal since first seen (metrics have no
             // principal label); `warden top` turns them into rates.
             "/top" => {
-                let principals: Vec<_> = self
-                    .gateway
-                    .live
+                let live = &self.gateway.live;
+                let principals: Vec<_> = live
                     .principals(50)
                     .into_iter()
-                    .map(|(id, n)| serde_json::json!({"principal": id, "requests": n}))
+                    .map(|(id, n)| {
+                        serde_json::json!({"principal": id, "requests": n, "anomalies": live.anomalies_of(&id)})
+                    })
                     .collect();
                 reply(
                     200,
@@ -194,7 +378,7 @@ impl ServeHttp for AdminApp {
             _ => reply(
                 404,
                 "text/plain",
-                b"not found: try /metrics /healthz /readyz /status /top /.well-known/jwks.json\n"
+                b"not found: try /metrics /healthz /readyz /status /top /anomaly /.well-known/jwks.json\n"
                     .to_vec(),
             ),
         }

@@ -22,6 +22,8 @@ pub struct RunOptions {
     /// Overrides the bundle's listeners with one plaintext listener.
     pub listen: Vec<String>,
     pub admin: Option<String>,
+    /// SHA-256 of the token the admin listener's writes need.
+    pub admin_token: Option<[u8; 32]>,
     pub threads: usize,
     pub audit: Option<PathBuf>,
     /// Receive the listening sockets from the running process (SIGQUIT it).
@@ -257,6 +259,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             AdminApp {
                 gateway: gateway.clone(),
                 started: std::time::SystemTime::now(),
+                token: opts.admin_token,
             },
         );
         admin.add_tcp(&addr);

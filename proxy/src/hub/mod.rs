@@ -5,6 +5,7 @@
 
 pub mod agent_tls;
 pub mod agents;
+pub mod anomaly_store;
 pub mod approval_client;
 pub mod bundles;
 pub mod freshness;

@@ -464,7 +464,7 @@ impl QuotaStore {
 
     /// A store round trip of the pins and flows, bounded by four times
     /// the store's timeout (a store that does not answer is an error).
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> redis::RedisResult<T> {
@@ -478,7 +478,7 @@ impl QuotaStore {
             })
     }
 
-    async fn conn_or_err(&self) -> Result<ConnectionManager, String> {
+    pub(crate) async fn conn_or_err(&self) -> Result<ConnectionManager, String> {
         match self.conn.load_full() {
             Some(c) if self.is_up() => Ok((*c).clone()),
             _ => Err(format!(

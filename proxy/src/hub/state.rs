@@ -98,6 +98,7 @@ impl Gateway {
                 Table::Grants => self.shared.grants.len() as u64,
                 Table::Credentials => self.vault.get().map_or(0, |v| v.weight()),
                 Table::Budgets => self.shared.budgets.len(),
+                Table::Baselines => self.shared.baselines.len() as u64,
             };
             m.table_entries
                 .with_label_values(&[t.as_str()])

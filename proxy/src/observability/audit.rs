@@ -102,6 +102,10 @@ pub struct AuditRecord {
     /// A notice about the call (`server `x` is deprecated`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+    /// The behaviour signals the call raised against its principal's
+    /// baseline (`anomaly`), when any: `{"learning", "signals"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<serde_json::Value>,
     /// `forwarded`, `mutated`, `denied`, `invalid`, or the reason of a refusal.
     pub outcome: &'static str,
     /// Which check decided (`policy`, `kill_switch` …) when one refused or rewrote.

@@ -13,6 +13,9 @@ pub struct Live {
     /// collision costs a probe, never a count).
     principals:
         moka::sync::Cache<(Arc<str>, Arc<str>), Arc<AtomicU64>, foldhash::fast::RandomState>,
+    /// (tenant, principal) → behaviour signals its calls raised
+    /// (`anomaly`), bounded as `principals`.
+    anomalies: moka::sync::Cache<String, Arc<AtomicU64>, foldhash::fast::RandomState>,
 }
 
 impl Live {
@@ -30,6 +33,9 @@ impl Live {
             principals: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
+            anomalies: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
@@ -41,6 +47,23 @@ impl Live {
                 Arc::new(AtomicU64::new(0))
             })
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` behaviour signals raised on a call of `principal` of `tenant`.
+    pub fn anomaly(&self, tenant: &str, principal: &str, n: u64) {
+        self.anomalies
+            .get_with(format!("{tenant}/{principal}"), || {
+                Arc::new(AtomicU64::new(0))
+            })
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The signals raised on calls of `who` (`tenant/principal`) since it
+    /// was first seen.
+    pub fn anomalies_of(&self, who: &str) -> u64 {
+        self.anomalies
+            .get(who)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// `(tenant/principal, requests since it was first seen)`, most first.
@@ -78,5 +101,9 @@ mod tests {
             ]
         );
         assert_eq!(live.principals(1).len(), 1);
+        live.anomaly("acme", "bob", 2);
+        live.anomaly("acme", "bob", 1);
+        assert_eq!(live.anomalies_of("acme/bob"), 3);
+        assert_eq!(live.anomalies_of("acme/alice"), 0);
     }
 }

@@ -52,6 +52,8 @@ pub struct Metrics {
     /// DLP findings by detector, direction and action.
     pub dlp_findings: IntCounterVec,
     pub policy_shadow_disagreements: IntCounterVec,
+    /// Behaviour signals raised on calls (`anomaly`), by kind.
+    pub anomalies: IntCounterVec,
     /// Calls to servers the registry marks deprecated, by server.
     pub deprecated_calls: IntCounterVec,
     /// Calls refused by a quota, by quota name.
@@ -201,6 +203,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "warden_policy_shadow_disagreements_total",
             "Messages on which the bundle's shadow rule (policy.shadow) decided otherwise than the enforced one, by server and by what was enforced",
             &["server", "enforced"]
+        )?,
+        anomalies: register_int_counter_vec!(
+            "warden_anomalies_total",
+            "Behaviour signals raised on tools/call requests against their principal's baseline (anomaly), by kind",
+            &["kind"]
         )?,
         dlp_findings: register_int_counter_vec!(
             "warden_dlp_findings_total",

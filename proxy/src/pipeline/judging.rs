@@ -158,6 +158,8 @@ pub async fn judge(
     let budgets = guards::budget::reserve(gw, rt, server, ctx, &parsed).await;
     let flow_judged = guards::flow::flow_judged(rt, &server.name, &messages);
     guards::flow::load_flow(rt, server, ctx, flow_judged).await;
+    let unknown = guards::anomaly::fleet_question(rt, &gw.shared, &server.name, ctx, &messages);
+    guards::anomaly::load_fleet(rt, &gw.shared, ctx, unknown).await;
     let mut plan = {
         // A cancellation must name a request this session sent (see
         // `guards::cancel`): the ledger holds the session's claims.
@@ -192,6 +194,7 @@ pub async fn judge(
         guards::budget::settle(gw, ctx).await;
         plan = ctx.plan.take().expect("the plan was just set");
     }
+    guards::anomaly::settle(rt, &gw.shared, ctx, &plan).await;
     if let Err(refusal) = remember_requests(gw, ctx, &plan) {
         ctx.plan = Some(plan);
         return Err(refusal);

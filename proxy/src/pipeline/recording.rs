@@ -266,6 +266,16 @@ fn message_record(
     }
     rec.task = r.task.take();
     rec.flow = r.flow.take();
+    if let Some(mut a) = r.anomaly.take().filter(|a| !a.signals.is_empty()) {
+        for sig in &mut a.signals {
+            m.anomalies.with_label_values(&[sig.kind.as_str()]).inc();
+            // Names a client chose: redacted as every client-chosen field.
+            sig.detail = rt.snap.redact_text(&sig.detail, 256);
+        }
+        gw.live
+            .anomaly(&rec.tenant, &rec.principal, a.signals.len() as u64);
+        rec.anomaly = Some(a.to_json());
+    }
     if let Some(notice) = r.notice.take() {
         // Set on calls to deprecated servers only (`registry`); the
         // label is a server of the bundle.
@@ -545,6 +555,7 @@ fn audit_base(
         task: None,
         shadow: None,
         flow: None,
+        anomaly: None,
         notice: None,
         outcome: "",
         decided_by: None,

@@ -72,16 +72,40 @@ tool_decision := {"allow": false, "reason": "rbac_group_not_granted"} if {
 	not justified
 } else := granted
 
-# Autonomous agents need people to say yes to risky calls: one approver for
-# HIGH, two distinct ones for CRITICAL (data.warden.approvals). The call is
-# held until then; approvers use `warden-agent approvals`.
+# Autonomous agents need people to say yes to risky calls
+# (data.warden.approvals): one approver for every HIGH call, and two
+# distinct ones for an agent's first call of a CRITICAL tool (its
+# behaviour baseline has not seen the tool: `first_tool` in
+# input.anomaly). Once a call of that tool was approved and served, the
+# agent's later calls of it are not held. The call is held until then;
+# approvers use `warden-agent approvals`.
 approvers_needed := data.warden.approvals.tiers[input.request.risk] if {
 	input.principal.kind in data.warden.approvals.kinds
+	input.request.risk != "CRITICAL"
 }
+
+approvers_needed := data.warden.approvals.tiers.CRITICAL if {
+	input.principal.kind in data.warden.approvals.kinds
+	input.request.risk == "CRITICAL"
+	first_use
+}
+
+# The agent never used this tool (as far as its baseline knows).
+first_use if {
+	some s in input.anomaly.signals
+	s.kind == "first_tool"
+}
+
+# No baseline to ask (a gateway without `anomaly:`): every call is a first.
+first_use if not is_object(input.anomaly)
+
+approval_reason := "first use of a CRITICAL tool by this agent" if {
+	input.request.risk == "CRITICAL"
+} else := sprintf("%s call by an agent", [input.request.risk])
 
 granted := {"allow": true, "reason": "granted", "require_approval": {
 	"approvers": approvers_needed,
-	"reason": sprintf("%s call by an agent", [input.request.risk]),
+	"reason": approval_reason,
 }} if {
 	approvers_needed
 } else := {"allow": true, "reason": "granted"}

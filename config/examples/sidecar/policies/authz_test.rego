@@ -77,12 +77,41 @@ test_critical_with_justification if {
 	authz.decision.allow with input as call(dev, "purge", "CRITICAL", {"table": "t"}, ctx)
 }
 
+first_purge := {"learning": false, "signals": [{"kind": "first_tool", "strength": 1.0, "detail": "mock/purge"}]}
+
+known_purge := {"learning": false, "signals": []}
+
+justified_ctx := object.union(tuesday_10, {"justification": "INC-4711 cleanup approved by bob"})
+
 test_agents_need_approvers_for_risky_calls if {
 	d := authz.decision with input as call(dev, "deploy", "HIGH", {"service": "a", "region": "eu"}, tuesday_10)
 	d.require_approval.approvers == 1
-	ctx := object.union(tuesday_10, {"justification": "INC-4711 cleanup approved by bob"})
-	c := authz.decision with input as call(dev, "purge", "CRITICAL", {"table": "t"}, ctx)
+	c := authz.decision with input as object.union(call(dev, "purge", "CRITICAL", {"table": "t"}, justified_ctx), {"anomaly": first_purge})
 	c.require_approval.approvers == 2
+	c.require_approval.reason == "first use of a CRITICAL tool by this agent"
+}
+
+test_a_critical_tool_the_agent_used_before_needs_no_approver if {
+	c := authz.decision with input as object.union(call(dev, "purge", "CRITICAL", {"table": "t"}, justified_ctx), {"anomaly": known_purge})
+	c == {"allow": true, "reason": "granted"}
+}
+
+test_other_signals_do_not_hold_a_known_critical_tool if {
+	busy := {"learning": false, "signals": [{"kind": "rate", "strength": 6.0, "detail": "30 calls in 1m, usually 5.0"}]}
+	c := authz.decision with input as object.union(call(dev, "purge", "CRITICAL", {"table": "t"}, justified_ctx), {"anomaly": busy})
+	not c.require_approval
+}
+
+test_without_a_baseline_every_critical_call_is_held if {
+	c := authz.decision with input as object.union(call(dev, "purge", "CRITICAL", {"table": "t"}, justified_ctx), {"anomaly": null})
+	c.require_approval.approvers == 2
+	d := authz.decision with input as call(dev, "purge", "CRITICAL", {"table": "t"}, justified_ctx)
+	d.require_approval.approvers == 2
+}
+
+test_a_new_critical_tool_still_needs_its_justification if {
+	d := authz.decision with input as object.union(call(dev, "purge", "CRITICAL", {"table": "t"}, tuesday_10), {"anomaly": first_purge})
+	d.reason == "justification_required"
 }
 
 test_people_and_low_risk_need_no_approver if {

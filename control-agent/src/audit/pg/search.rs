@@ -124,7 +124,10 @@ impl PgStore {
         let (w, v) = conditions_in(&q, false, Dialect::Postgres);
         let sql = format!(
             "SELECT r.ts_us, r.gateway, r.method, r.direction, r.outcome, r.tool, r.principal, \
-             r.reason, r.latency_us, r.dlp FROM warden_audit r WHERE {w}"
+             r.reason, r.latency_us, r.dlp, \
+             CASE WHEN strpos(r.raw, '\"anomaly\"') > 0 \
+             THEN (r.raw::jsonb #> '{{anomaly,signals}}')::text END \
+             FROM warden_audit r WHERE {w}"
         );
         let acc = Mutex::new(Some(acc));
         let reader = self.reader();
@@ -144,6 +147,7 @@ impl PgStore {
                     reason: r.get(7),
                     latency_us: r.get(8),
                     dlp: r.get(9),
+                    anomaly: r.get(10),
                 });
             }
             Ok(Some(acc.finish()))

@@ -36,6 +36,8 @@ pub(super) enum Field {
     SessionId,
     /// `input.flow`, whole (the session's state and the call's labels).
     Flow,
+    /// `input.anomaly`, whole (the call's behaviour signals).
+    Anomaly,
 }
 
 pub(super) const ALL_PRINCIPAL: &[Field] = &[
@@ -95,10 +97,11 @@ pub(super) fn fields_for(path: &[String]) -> Vec<Field> {
             ALL_SERVER,
             ALL_REQUEST,
             ALL_CONTEXT,
-            &[Field::Flow],
+            &[Field::Flow, Field::Anomaly],
         ]
         .concat(),
         Some("flow") => vec![Field::Flow],
+        Some("anomaly") => vec![Field::Anomaly],
         Some("principal") => match seg(1) {
             None => ALL_PRINCIPAL.to_vec(),
             Some("id") => vec![Field::PrincipalId],

@@ -128,6 +128,16 @@ impl KeyPlan {
                     }
                     None => put(key, tag, None),
                 },
+                // The whole anomaly value the policy reads: an allow
+                // cached for a normal call never answers an anomalous one.
+                Field::Anomaly => match i.anomaly {
+                    Some(a) => {
+                        let mut b = Vec::with_capacity(64);
+                        a.key_bytes(&mut b);
+                        put(key, tag, Some(&b))
+                    }
+                    None => put(key, tag, None),
+                },
             }
             if key.len() > MAX_KEY {
                 return false;

@@ -39,11 +39,13 @@ pub struct PolicyInput<'a> {
     pub session_id: Option<&'a str>,
     /// The call's flow (`flows`): the session's state and the call's labels.
     pub flow: Option<&'a crate::engines::flow::FlowNote>,
+    /// The call's behaviour signals (`anomaly`).
+    pub anomaly: Option<&'a crate::engines::anomaly::AnomalyNote>,
 }
 
 /// Member names of the input document, made once per thread (a Rego string
 /// is reference-counted: cloning one is cheaper than allocating it).
-pub(super) const NAME_LIST: [&str; 26] = [
+pub(super) const NAME_LIST: [&str; 27] = [
     "principal",
     "id",
     "tenant",
@@ -70,10 +72,11 @@ pub(super) const NAME_LIST: [&str; 26] = [
     "justification",
     "session_id",
     "flow",
+    "anomaly",
 ];
 
 thread_local! {
-    static NAMES: [Value; 26] = NAME_LIST.map(Value::from);
+    static NAMES: [Value; 27] = NAME_LIST.map(Value::from);
 }
 
 /// `input.principal.grants`: each grant's id, kind, name, server and
@@ -98,6 +101,29 @@ fn grants_value(grants: &[crate::engines::grants::Grant]) -> Value {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// `input.anomaly`: `{"learning": bool, "signals": [{"kind", "strength",
+/// "detail"}]}`.
+fn anomaly_value(a: &crate::engines::anomaly::AnomalyNote) -> Value {
+    let mut m = BTreeMap::new();
+    m.insert(s("learning"), Value::from(a.learning));
+    m.insert(
+        s("signals"),
+        Value::from(
+            a.signals
+                .iter()
+                .map(|x| {
+                    let mut o = BTreeMap::new();
+                    o.insert(s("kind"), s(x.kind.as_str()));
+                    o.insert(s("strength"), Value::from(x.strength));
+                    o.insert(s("detail"), s(&x.detail));
+                    Value::from(o)
+                })
+                .collect::<Vec<_>>(),
+        ),
+    );
+    Value::from(m)
 }
 
 pub(super) fn s(v: &str) -> Value {
@@ -238,6 +264,14 @@ pub(super) fn input_for(
                     i.flow
                         .and_then(|f| Value::from_json_str(&f.to_json().to_string()).ok())
                         .unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                },
+            ),
+            (
+                "anomaly",
+                if has(&Field::Anomaly) {
+                    i.anomaly.map_or(Value::Null, anomaly_value)
                 } else {
                     Value::Null
                 },

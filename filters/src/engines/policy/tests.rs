@@ -542,6 +542,7 @@ fn grants_decide_and_key_the_cached_decision() {
         justification: None,
         session_id: None,
         flow: None,
+        anomaly: None,
     };
     let granted: &'static [Grant] = Box::leak(Box::new([grant.clone()]));
     let other: &'static [Grant] = Box::leak(Box::new([Grant {
@@ -629,10 +630,92 @@ fn grants_reached_any_way_key_the_cached_decision() {
             justification: None,
             session_id: None,
             flow: None,
+            anomaly: None,
         };
         for _ in 0..2 {
             assert!(e.decide(&input(granted)).allow, "{body}");
             assert!(!e.decide(&input(&[])).allow, "{body}");
         }
+    }
+}
+
+/// A policy that reads `input.anomaly` (by path, whole, or through the
+/// input taken whole) is cached per anomaly value: an allow cached for a
+/// normal call never answers an anomalous one, and the other way round.
+#[test]
+fn anomaly_keys_the_cached_decision() {
+    use crate::engines::anomaly::{AnomalyNote, Facts, Kind, Signal};
+    let p = crate::guards::tenant_fixture::principal("acme", "agent", &[]);
+    let note = |learning: bool, signals: Vec<Signal>| AnomalyNote {
+        learning,
+        signals,
+        facts: Facts::default(),
+    };
+    let first = |detail: &str| Signal {
+        kind: Kind::FirstTool,
+        strength: 1.0,
+        detail: detail.into(),
+    };
+    let normal = note(false, vec![]);
+    let new_tool = note(false, vec![first("ops/purge")]);
+    let rate = |r: f64| {
+        note(
+            false,
+            vec![Signal {
+                kind: Kind::Rate,
+                strength: r,
+                detail: "x".into(),
+            }],
+        )
+    };
+    let (rate6, rate2) = (rate(6.0), rate(2.0));
+    for body in [
+        "new if {\n  some s in input.anomaly.signals\n  s.kind == \"first_tool\"\n}\nfast if {\n  some s in input.anomaly.signals\n  s.strength > 5\n}\ndecision := {\"allow\": true, \"reason\": \"ok\"} if {\n  not new\n  not fast\n}",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if {\n  a := input.anomaly\n  count([s | some s in a.signals; s.kind == \"first_tool\"]) == 0\n  count([s | some s in a.signals; s.strength > 5]) == 0\n}",
+        "decision := {\"allow\": true, \"reason\": \"ok\"} if {\n  i := input\n  count([s | some s in i.anomaly.signals; s.kind == \"first_tool\"]) == 0\n  count([s | some s in i.anomaly.signals; s.strength > 5]) == 0\n}",
+    ] {
+        let modules =
+            std::collections::BTreeMap::from([("authz.rego".to_owned(), module_of(body))]);
+        let e = super::PolicyEngine::compile(
+            &modules,
+            &serde_json::json!({}),
+            "data.warden.authz.decision",
+            "UTC",
+            1_000,
+        )
+        .expect("rego");
+        let input = |a: Option<&'static AnomalyNote>| super::PolicyInput {
+            principal: &p,
+            grants: &[],
+            server: "ops",
+            group: "g",
+            via: None,
+            method: "tools/call",
+            tool: Some("purge"),
+            prompt: None,
+            resource_uri: None,
+            arguments: Some("{}"),
+            risk: None,
+            listing: false,
+            now: std::time::SystemTime::now(),
+            source_ip: None,
+            justification: None,
+            session_id: None,
+            flow: None,
+            anomaly: a,
+        };
+        let leak = |n: &AnomalyNote| -> &'static AnomalyNote { Box::leak(Box::new(n.clone())) };
+        let (normal, new_tool, rate6, rate2) =
+            (leak(&normal), leak(&new_tool), leak(&rate6), leak(&rate2));
+        for _ in 0..3 {
+            let d = e.decide(&input(Some(normal)));
+            assert!(d.allow, "{body} {d:?}");
+            assert!(!e.decide(&input(Some(new_tool))).allow, "{body}");
+            assert!(!e.decide(&input(Some(rate6))).allow, "{body}");
+            assert!(e.decide(&input(Some(rate2))).allow, "{body}");
+            assert!(e.decide(&input(None)).allow, "{body}");
+        }
+        let (hits, misses) = e.cache_stats();
+        assert_eq!((hits, misses), (10, 5), "{body}");
     }
 }

@@ -55,6 +55,40 @@ mod links;
 mod readers;
 mod schema;
 
+/// The hosts the URLs in `args` reach as a WHATWG parser reads them (and
+/// the bare addresses detection finds), lower case without a trailing
+/// dot, each once, at most `max`: what the anomaly guard learns.
+pub fn hosts_in(args: &serde_json::Value, max: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    found::walk(args, None, &mut found);
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |h: &str| {
+        let h = crate::engines::anomaly::normalize_host(h);
+        if !h.is_empty() && out.len() < max && !out.contains(&h) {
+            out.push(h);
+        }
+    };
+    for f in &found {
+        let v = f.value.trim();
+        if f.whole {
+            add(v);
+            continue;
+        }
+        let mut starts = vec![0];
+        starts.extend(detect::embedded(v));
+        for at in starts {
+            if let Some(h) = v
+                .get(at..)
+                .and_then(|t| url::Url::parse(t).ok())
+                .and_then(|u| u.host_str().map(str::to_owned))
+            {
+                add(&h);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod differential_tests;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! agent says, asked before the chain runs (and, for a stream, at
 //! admission). The chain itself does no I/O.
 
+pub mod anomaly;
 pub mod approval;
 pub mod budget;
 pub mod flow;

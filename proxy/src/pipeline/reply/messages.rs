@@ -34,6 +34,7 @@ pub(super) fn unjudgeable_record(id: Option<&warden_filters::Id>) -> MessageReco
         cost: None,
         budget: None,
         flow: None,
+        anomaly: None,
     }
 }
 
