@@ -332,6 +332,7 @@ impl Shared {
         ));
         s.budgets = Arc::new(crate::guards::budget::BudgetTables::new(
             budget.entries(Table::Budgets),
+        ));
         s.baselines = Arc::new(crate::engines::anomaly::Baselines::new(
             budget.entries(Table::Baselines) as usize,
         ));
