@@ -116,7 +116,7 @@ pub(crate) fn anomaly(r: &raw::AnomalyConfig, known: &HashSet<&str>, p: &mut Pro
             match a.check(Some(known)) {
                 Ok(()) => Some(a),
                 Err(e) => {
-                    p.push(&format!("anomaly.accept[{i}]"), e);
+                    p.push(format!("anomaly.accept[{i}]"), e);
                     None
                 }
             }
