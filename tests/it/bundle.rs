@@ -294,12 +294,32 @@ fn config_mistakes_are_named_where_they_are() {
             "approvals:\n  url: ftp://x/{id}\n",
             "approvals.url: must be an http(s) URL",
         ),
+        (
+            "anomaly:\n  rate_factor: 0.5\n",
+            "anomaly.rate_factor: must be a number above 1 and at most 1000",
+        ),
+        (
+            "anomaly:\n  learning: soon\n",
+            "anomaly.learning: `soon` is not a duration",
+        ),
+        (
+            "anomaly:\n  accept: [{tenant: acme, principal: agent-dev, server: nope, tool: x}]\n",
+            "anomaly.accept[0]: `nope` is not a server of this bundle",
+        ),
+        (
+            "anomaly:\n  accept: [{tenant: acme, principal: agent-dev, tool: purge}]\n",
+            "anomaly.accept[0]: names nothing to accept",
+        ),
     ] {
         let (ok, text) = copy(&|y: String| {
             let y = y.replace("audit:\n  path: \"-\"\n", "");
-            // The example's own `approvals:` section gives way to the edit's.
-            let y = match (edit.starts_with("approvals:"), y.find("\napprovals:\n")) {
-                (true, Some(at)) => {
+            // The example's own `approvals:` (or `anomaly:`) section gives
+            // way to the edit's.
+            let own = ["approvals:", "anomaly:"]
+                .into_iter()
+                .find(|s| edit.starts_with(s));
+            let y = match (own, own.and_then(|s| y.find(&format!("\n{s}\n")))) {
+                (Some(_), Some(at)) => {
                     let end = y[at + 1..].find("\n\n").map_or(y.len(), |e| at + 1 + e);
                     format!("{}{}", &y[..at + 1], &y[end..])
                 }
