@@ -1018,7 +1018,7 @@ fn policy_authors_work_offline_with_eval_and_test() {
     };
     let (code, out) = run(&["policy", "test", "--bundle", bundle.to_str().expect("utf8")]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("18 passed, 0 failed"), "{out}");
+    assert!(out.contains("22 passed, 0 failed"), "{out}");
     // The sample inputs shipped beside the example bundle (the README tour
     // uses them): one allowed, one denied, whatever the hour.
     let inputs = warden_tests::root().join("config/examples/inputs");
