@@ -52,12 +52,18 @@ impl Trail {
         let ts = jiff::Timestamp::from_second(ts_s).unwrap().to_string();
         let trace = format!("trace-{}", self.seq);
         let reason = (outcome != "forwarded").then(|| format!("{outcome}: not for {principal}"));
-        self.push(serde_json::json!({
+        let mut rec = serde_json::json!({
             "ts": ts, "principal": principal, "tenant": tenant, "server": "mock",
             "direction": "request", "method": "tools/call", "tool": tool, "outcome": outcome,
             "reason": reason, "trace_id": trace, "latency_us": 2000 + self.seq, "status": 200,
             "dlp": if tool == "leak" { serde_json::json!([{"detector": "email", "rule": "r", "path": "$", "action": "redact"}]) } else { serde_json::json!([]) },
-        }));
+        });
+        if tool == "leak" {
+            rec["anomaly"] = serde_json::json!({"learning": false, "signals": [
+                {"kind": "first_tool", "strength": 1.0, "detail": "mock/leak"},
+                {"kind": "new_host", "strength": 1.0, "detail": "evil.example"}]});
+        }
+        self.push(rec);
         if outcome == "forwarded" {
             self.push(serde_json::json!({
                 "ts": ts, "principal": principal, "tenant": tenant, "server": "mock",
@@ -443,6 +449,12 @@ fn live_counts_the_calls_of_the_window() {
     );
     assert_eq!(live.top_tools[0], ("echo".to_owned(), 9));
     assert_eq!(live.dlp, vec![("email".to_owned(), 1)]);
+    let mut anomalies = live.anomalies.clone();
+    anomalies.sort();
+    assert_eq!(
+        anomalies,
+        vec![("first_tool".to_owned(), 1), ("new_host".to_owned(), 1)]
+    );
     assert_eq!(live.gateways, vec![("gw-1".to_owned(), 10)]);
     assert_eq!(live.top_reasons.len(), 2);
     assert!(live.p50_ms.is_some_and(|p| p > 2.0) && live.p99_ms >= live.p50_ms);
