@@ -164,10 +164,14 @@ fn plan_widens_dynamic_and_bare_references() {
     assert!(plan("x := input.request.arguments[k]").contains(&Field::Argument(None)));
     assert_eq!(
         plan("x := input").len(),
-        ALL_PRINCIPAL.len() + ALL_SERVER.len() + ALL_REQUEST.len() + ALL_CONTEXT.len() + 1,
-        "the whole input, `flow` included"
+        ALL_PRINCIPAL.len() + ALL_SERVER.len() + ALL_REQUEST.len() + ALL_CONTEXT.len() + 2,
+        "the whole input, `flow` and `anomaly` included"
     );
     assert_eq!(plan("x := input.flow.session.rank"), vec![Field::Flow]);
+    assert_eq!(
+        plan("x := input.anomaly.signals[_].kind"),
+        vec![Field::Anomaly]
+    );
     assert_eq!(plan("import input.context as c\n").len(), ALL_CONTEXT.len());
     assert_eq!(plan("x := input[\"request\"][\"tool\"]"), vec![Field::Tool]);
     // Comments and other identifiers do not count.
