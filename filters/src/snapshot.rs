@@ -114,6 +114,7 @@ pub fn accept_behaviours(
             &crate::engines::grants::holder_key(&a.tenant, &a.principal),
             std::time::SystemTime::now(),
             &accepted_facts(a),
+            true,
         );
     }
 }

@@ -190,12 +190,21 @@ fn knows(set: &[u64], h: u64) -> bool {
     set.binary_search(&h).is_ok()
 }
 
-/// Adds `h` unless `set` holds `cap`; whether `set` holds it after.
-fn learn(set: &mut Vec<u64>, h: u64, cap: usize) -> bool {
+/// Adds `h` unless `set` holds `cap` (with `force`, a full set gives up
+/// one fact for it: that one is new again, never wrongly known); whether
+/// `set` holds it after.
+fn learn(set: &mut Vec<u64>, h: u64, cap: usize, force: bool) -> bool {
     match set.binary_search(&h) {
         Ok(_) => true,
-        Err(_) if set.len() >= cap => false,
-        Err(at) => {
+        Err(_) if set.len() >= cap && !force => false,
+        Err(mut at) => {
+            if set.len() >= cap {
+                let out = (h as usize) % set.len();
+                set.remove(out);
+                if out < at {
+                    at -= 1;
+                }
+            }
             set.insert(at, h);
             true
         }
@@ -343,7 +352,7 @@ impl Baseline {
 
     /// Learns a forwarded call: its facts, its hour and its window.
     pub fn learn(&mut self, s: &Settings, now: SystemTime, facts: &Facts) {
-        self.accept(facts);
+        self.accept(facts, false);
         self.last_seen = secs(now);
         let day = secs(now) / 86_400;
         decay(&mut self.hours, self.hours_day, day);
@@ -368,16 +377,17 @@ impl Baseline {
         self.judged_one(false);
     }
 
-    /// Adds `facts` to the sets (as far as their caps allow).
-    pub fn accept(&mut self, facts: &Facts) {
+    /// Adds `facts` to the sets as far as their caps allow; with `force`
+    /// (an operator's acceptance) a full set gives up another fact for it.
+    pub fn accept(&mut self, facts: &Facts, force: bool) {
         if facts.server != 0 {
-            learn(&mut self.servers, facts.server, MAX_SERVERS);
+            learn(&mut self.servers, facts.server, MAX_SERVERS, force);
         }
         if facts.tool != 0 {
-            learn(&mut self.tools, facts.tool, MAX_TOOLS);
+            learn(&mut self.tools, facts.tool, MAX_TOOLS, force);
         }
         for h in &facts.hosts {
-            learn(&mut self.hosts, *h, MAX_HOSTS);
+            learn(&mut self.hosts, *h, MAX_HOSTS, force);
         }
     }
 
@@ -623,9 +633,17 @@ impl Baselines {
     }
 
     /// Accepts `facts` into the baseline of the principal keyed `key`
-    /// (`grants::holder_key`, or [`Principal::owner`]).
-    pub fn accept(&self, key: &str, now: SystemTime, facts: &Facts) -> Result<(), Full> {
-        self.with(key, now, |b| b.accept(facts))
+    /// (`grants::holder_key`, or [`Principal::owner`]); `force`: an
+    /// operator's acceptance, which a full set makes room for (facts the
+    /// fleet learnt are taken only as far as the caps allow).
+    pub fn accept(
+        &self,
+        key: &str,
+        now: SystemTime,
+        facts: &Facts,
+        force: bool,
+    ) -> Result<(), Full> {
+        self.with(key, now, |b| b.accept(facts, force))
     }
 
     /// Which of `facts` the baseline of `who` does not hold (all of them

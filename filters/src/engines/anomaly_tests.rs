@@ -111,6 +111,17 @@ fn a_flood_of_names_stays_within_the_caps() {
     assert_eq!(kinds(&late), ["first_tool"], "never learnt, still new");
     let early = call(&b, &p, at(1_000_001), "t0", &[]);
     assert!(early.signals.is_empty());
+    // An operator's acceptance makes room in a full set: the tool is
+    // known, the set still at its cap (one learnt tool is new again).
+    b.accept(
+        p.owner(),
+        at(1_000_002),
+        &Facts::of("mock", "purge", &[]),
+        true,
+    )
+    .unwrap();
+    assert!(call(&b, &p, at(1_000_003), "purge", &[]).signals.is_empty());
+    assert_eq!(b.get(p.owner()).unwrap().tools.len(), MAX_TOOLS);
 }
 
 /// A full table holds no more principals: one it cannot hold is wholly
@@ -253,6 +264,7 @@ fn an_accepted_behaviour_is_normal() {
             tool: tool_hash("mock", "purge"),
             hosts: vec![host_hash("api.example.com")],
         },
+        true,
     )
     .unwrap();
     assert!(call(&b, &p, at(1_000_001), "purge", &["api.example.com"])
@@ -269,11 +281,14 @@ fn an_accepted_behaviour_is_normal() {
 fn a_full_baseline_fits_its_table_entry() {
     let mut base = Baseline::new(at(0));
     for i in 0..1000u64 {
-        base.accept(&Facts {
-            server: i + 1,
-            tool: i + 1,
-            hosts: vec![i + 1],
-        });
+        base.accept(
+            &Facts {
+                server: i + 1,
+                tool: i + 1,
+                hosts: vec![i + 1],
+            },
+            false,
+        );
     }
     let bytes = std::mem::size_of::<Baseline>()
         + 8 * (base.servers.capacity() + base.tools.capacity() + base.hosts.capacity())

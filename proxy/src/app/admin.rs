@@ -233,7 +233,7 @@ impl AdminApp {
             .gateway
             .shared
             .baselines
-            .accept(&key, std::time::SystemTime::now(), &facts)
+            .accept(&key, std::time::SystemTime::now(), &facts, true)
             .is_err()
         {
             return json_reply(

@@ -53,7 +53,7 @@ pub(crate) async fn load_fleet(
     let owner = ctx.principal.owner();
     if let Ok(known) = crate::hub::anomaly_store::known(store, owner, &unknown).await {
         if known != Facts::default() {
-            let _ = shared.baselines.accept(owner, ctx.now, &known);
+            let _ = shared.baselines.accept(owner, ctx.now, &known, false);
         }
     }
 }
