@@ -8,8 +8,8 @@
 //! read: `gateway`, `servers`, `upstream_auth`, `access` and `guards`.
 
 mod access;
-mod budgets;
 mod anomaly;
+mod budgets;
 mod flows;
 mod gateway;
 mod guards;
@@ -25,8 +25,8 @@ pub use access::{
     ApiKeyConfig, IdentityConfig, JwtConfig, KillSwitchConfig, MtlsPrincipalConfig, PolicyConfig,
     PriceConfig, ServerCatalogConfig, ToolCatalogConfig, UnitPriceConfig,
 };
-pub use budgets::{BudgetConfig, BudgetsConfig};
 pub use anomaly::{AcceptConfig, AnomalyConfig};
+pub use budgets::{BudgetConfig, BudgetsConfig};
 pub use flows::{FlowsConfig, ResourceLabelConfig};
 pub use gateway::{
     AdminConfig, AuditConfig, AuditExportConfig, HttpExportConfig, LimitsConfig, ListenerConfig,

@@ -260,5 +260,9 @@ fn a_session_budget_is_per_session_and_principal() {
     let a1 = key("alice", Some("s-1")).unwrap();
     assert_eq!(Some(a1.clone()), key("alice", Some("s-1")));
     assert_ne!(Some(a1.clone()), key("alice", Some("s-2")));
-    assert_ne!(Some(a1), key("bob", Some("s-1")), "another principal's session of one id");
+    assert_ne!(
+        Some(a1),
+        key("bob", Some("s-1")),
+        "another principal's session of one id"
+    );
 }
