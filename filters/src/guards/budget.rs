@@ -30,17 +30,29 @@ pub struct PeriodSpan {
     /// `yyyymmdd` or `yyyymm`.
     pub index: u32,
     /// `2026-11-30` or `2026-11`.
-    pub label: String,
+    pub label: Arc<str>,
     /// RFC 3339, in the bundle's time zone.
-    pub resets_at: String,
+    pub resets_at: Arc<str>,
     /// Unix second the period ends.
     pub ends: u64,
 }
 
-/// The bundle's time zone, and the period that holds `now`.
-#[derive(Debug, Clone)]
+/// The bundle's time zone, and the period that holds `now` (worked out
+/// once a second per kind of period: every priced call asks).
+#[derive(Debug)]
 pub struct BudgetClock {
     tz: jiff::tz::TimeZone,
+    /// The last span of a day and of a month, and the second it was for.
+    last: [arc_swap::ArcSwapOption<(u64, PeriodSpan)>; 2],
+}
+
+impl Clone for BudgetClock {
+    fn clone(&self) -> Self {
+        BudgetClock {
+            tz: self.tz.clone(),
+            last: Default::default(),
+        }
+    }
 }
 
 impl BudgetClock {
@@ -48,10 +60,27 @@ impl BudgetClock {
     pub fn new(timezone: &str) -> Self {
         BudgetClock {
             tz: jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+            last: Default::default(),
         }
     }
 
     pub fn span(&self, period: Period, now: SystemTime) -> PeriodSpan {
+        let sec = unix(now);
+        let slot = &self.last[match period {
+            Period::Day => 0,
+            Period::Month => 1,
+        }];
+        if let Some(last) = slot.load().as_ref() {
+            if last.0 == sec {
+                return last.1.clone();
+            }
+        }
+        let span = self.compute(period, now);
+        slot.store(Some(Arc::new((sec, span.clone()))));
+        span
+    }
+
+    fn compute(&self, period: Period, now: SystemTime) -> PeriodSpan {
         let ts = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let date = ts.to_zoned(self.tz.clone()).date();
         let (index, label, next) = match period {
@@ -74,9 +103,9 @@ impl BudgetClock {
             .unwrap_or_else(|| jiff::Timestamp::MAX.to_zoned(self.tz.clone()));
         PeriodSpan {
             index,
-            label,
+            label: label.into(),
             // RFC 3339 with the zone's own offset (`2026-12-01T00:00:00+01:00`).
-            resets_at: end.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            resets_at: end.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string().into(),
             ends: end.timestamp().as_second().max(0) as u64,
         }
     }
@@ -195,8 +224,8 @@ pub struct BudgetAlert {
     pub threshold: u64,
     pub spent: u64,
     pub limit: u64,
-    pub period: String,
-    pub resets_at: String,
+    pub period: Arc<str>,
+    pub resets_at: Arc<str>,
 }
 
 impl BudgetAlert {

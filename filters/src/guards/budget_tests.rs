@@ -35,12 +35,12 @@ fn periods_run_in_the_bundles_time_zone() {
     let clock = BudgetClock::new("Europe/Paris");
     // 23:30 UTC on 30 November is already 1 December in Paris.
     let s = clock.span(Period::Month, at("2026-11-30T23:30:00Z"));
-    assert_eq!(s.label, "2026-12");
+    assert_eq!(&*s.label, "2026-12");
     assert_eq!(s.index, 202_612);
-    assert_eq!(s.resets_at, "2027-01-01T00:00:00+01:00");
+    assert_eq!(&*s.resets_at, "2027-01-01T00:00:00+01:00");
     let s = clock.span(Period::Month, at("2026-11-30T22:59:59Z"));
-    assert_eq!(s.label, "2026-11");
-    assert_eq!(s.resets_at, "2026-12-01T00:00:00+01:00");
+    assert_eq!(&*s.label, "2026-11");
+    assert_eq!(&*s.resets_at, "2026-12-01T00:00:00+01:00");
     assert_eq!(
         s.ends,
         at("2026-11-30T23:00:00Z")
@@ -49,12 +49,12 @@ fn periods_run_in_the_bundles_time_zone() {
             .as_secs()
     );
     let d = clock.span(Period::Day, at("2026-03-29T12:00:00Z"));
-    assert_eq!(d.label, "2026-03-29");
+    assert_eq!(&*d.label, "2026-03-29");
     assert_eq!(d.index, 20_260_329);
     // The clocks go forward that night: the next day starts at +02:00.
-    assert_eq!(d.resets_at, "2026-03-30T00:00:00+02:00");
+    assert_eq!(&*d.resets_at, "2026-03-30T00:00:00+02:00");
     let utc = BudgetClock::new("UTC").span(Period::Day, at("2026-11-30T23:30:00Z"));
-    assert_eq!(utc.resets_at, "2026-12-01T00:00:00+00:00");
+    assert_eq!(&*utc.resets_at, "2026-12-01T00:00:00+00:00");
 }
 
 fn demand(limit: u64, index: u32, ends: u64) -> BudgetDemand {
@@ -69,7 +69,7 @@ fn demand(limit: u64, index: u32, ends: u64) -> BudgetDemand {
         period: PeriodSpan {
             index,
             label: "2026-11".into(),
-            resets_at: String::new(),
+            resets_at: "".into(),
             ends,
         },
         global: None,
