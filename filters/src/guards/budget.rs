@@ -286,9 +286,11 @@ pub enum Charged {
 
 /// This replica's spend per budget holder and period, shared by all
 /// snapshots of a gateway. Bounded by its share of `limits.memory`: when
-/// full, counters of periods that are over go first; a live counter is
-/// never dropped (its holder would spend its budget again), so while the
-/// table is still full a holder it does not hold is refused (fails closed).
+/// full, counters of periods that are over and counters that hold nothing
+/// (every call given back) go first; a counter holding a spend of this
+/// period is never dropped (its holder would spend its budget again), so
+/// while the table is still full a holder it does not hold is refused
+/// (fails closed).
 pub struct BudgetTables {
     map: dashmap::DashMap<Vec<u8>, Arc<Mutex<Spend>>, foldhash::fast::RandomState>,
     max_keys: usize,
@@ -329,8 +331,12 @@ impl BudgetTables {
                     .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
+                // A counter not in use goes when its period is over, or
+                // when it holds nothing (its calls were given back, or
+                // cost nothing per call): dropping it loses no spend.
                 self.map.retain(|_, c| {
-                    c.lock().map_or(true, |s| s.ends > now) || Arc::strong_count(c) > 1
+                    c.lock().map_or(true, |s| s.ends > now && s.micros > 0)
+                        || Arc::strong_count(c) > 1
                 });
             }
             if self.map.len() >= self.max_keys {

@@ -118,6 +118,36 @@ fn a_full_table_fails_closed_until_periods_end() {
     assert_eq!(t.len(), 2);
 }
 
+/// Counters that hold nothing (every call given back, or costing nothing
+/// per call) are not what a full table must keep: a caller who fills the
+/// table with them (a new session per refused call) would otherwise have
+/// every other holder refused until the period ends.
+#[test]
+fn a_full_table_makes_room_by_dropping_counters_that_hold_nothing() {
+    let t = BudgetTables::new(2);
+    let now = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+    let holder = |k: &[u8]| {
+        let mut d = demand(100, 1, 1_000);
+        d.key = k.to_vec();
+        d
+    };
+    let (a, b, c, e) = (holder(b"a"), holder(b"b"), holder(b"c"), holder(b"e"));
+    // `a` and `b` reserved, and were given back (another guard refused).
+    assert!(matches!(t.charge(&a, 5, 5, now(10)), Charged::Taken(..)));
+    t.refund(&a, 5);
+    assert!(matches!(t.charge(&b, 5, 5, now(10)), Charged::Taken(..)));
+    t.refund(&b, 5);
+    assert_eq!(t.len(), 2);
+    // `c` is a holder that spends: room is made for it.
+    assert_eq!(t.charge(&c, 7, 7, now(20)), Charged::Taken(0, 7));
+    assert!(matches!(t.charge(&e, 3, 3, now(20)), Charged::Taken(..)));
+    // A counter that holds a spend is never dropped: full again.
+    let f = holder(b"f");
+    assert_eq!(t.charge(&f, 1, 1, now(30)), Charged::Full);
+    assert_eq!(t.spent(&c), 7);
+    assert_eq!(t.spent(&e), 3);
+}
+
 #[test]
 fn an_alert_is_raised_by_the_charge_that_crosses_it_only() {
     let mut d = demand(1_000_000, 1, 10);
