@@ -284,3 +284,89 @@ budgets:\n  timezone: Europe/Paris\n  limits:\n    \
         "{last}"
     );
 }
+
+/// A batch whose first priced call crosses an alert threshold but is
+/// refused by another guard, and whose second call is forwarded: the
+/// refused call's charge is given back, the forwarded one's stays, and the
+/// holder's spend stands past the threshold. The alert is raised once
+/// (before, by no record: the crossing call's alert went with its
+/// reservation, and the call after it crossed nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_crossed_by_a_call_given_back_is_raised_when_the_spend_stays_past_it() {
+    let mock = Mock::start(&[]).expect("mock");
+    let extra = format!(
+        "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n{}\
+catalog:\n  mock:\n    tools:\n      \
+add: {{price: {{currency: EUR, per_call: \"1.00\"}}}}\n      \
+echo: {{price: {{currency: EUR, per_call: \"1.00\"}}}}\n\
+quotas:\n  - {{name: one-echo, per: [principal], tools: [echo], limit: 1, window: 1h}}\n\
+budgets:\n  limits:\n    \
+- {{name: acme-month, per: tenant, period: month, amount: \"10.00\", alerts: [0.8]}}\n",
+        key("bob", "acme", BOB, "sales"),
+    );
+    let yaml = mock_bundle(&[mock.addr], &extra);
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    // 7.00 spent: one echo (the quota's one), six adds.
+    let v = call(&gw, BOB, 1, "echo", json!({"text": "x"})).await;
+    assert!(v["result"].is_object(), "{v}");
+    for i in 0..6u64 {
+        let v = call(&gw, BOB, 10 + i, "add", json!({"a": 1, "b": 2})).await;
+        assert!(v["result"].is_object(), "{v}");
+    }
+    // The echo reserves 7.00 → 8.00 (80 %: crossed), the add 8.00 → 9.00;
+    // the quota refuses the echo, whose 1.00 is given back: 8.00 stands.
+    let batch = json!([
+        {"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}},
+        {"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}},
+    ]);
+    let (_, _, b) = post_json(
+        &gw.url("/mock/mcp"),
+        batch.to_string(),
+        &[("x-api-key", BOB)],
+    )
+    .await
+    .expect("post");
+    let replies: Value = serde_json::from_slice(&b).expect("json");
+    let by_id = |id: u64| {
+        replies
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] == id))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        by_id(20)["error"]["data"]["reason"],
+        "quota_exceeded",
+        "{replies}"
+    );
+    assert!(by_id(21)["result"].is_object(), "{replies}");
+    // One more add: 8.00 → 9.00, past the threshold already.
+    let v = call(&gw, BOB, 30, "add", json!({"a": 1, "b": 2})).await;
+    assert!(v["result"].is_object(), "{v}");
+
+    let recs = gw.audit_when(|r| {
+        r.iter()
+            .any(|x| x["jsonrpc_id"] == 30 && x.get("cost").is_some())
+    });
+    let costs: u64 = recs
+        .iter()
+        .filter_map(|r| r["cost"]["amount"].as_str())
+        .map(micros)
+        .sum();
+    assert_eq!(costs, 9_000_000, "{recs:?}");
+    let alerts: Vec<&Value> = recs
+        .iter()
+        .filter_map(|r| r["budget"]["alerts"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(alerts.len(), 1, "the 80 % alert once: {alerts:?}");
+    assert_eq!(alerts[0]["budget"], "acme-month");
+    assert_eq!(alerts[0]["threshold"], "0.8");
+    let m = gw.metrics().await;
+    let raised: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("warden_budget_alerts_total{budget=\"acme-month\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(raised, 1);
+}

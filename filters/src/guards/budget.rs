@@ -250,6 +250,13 @@ impl BudgetAlert {
             .collect()
     }
 
+    /// Whether the holder's spend `spent` is still at or past this
+    /// alert's threshold (a charge given back may take it below again).
+    pub fn holds_at(&self, spent: u64) -> bool {
+        let at = (u128::from(self.limit) * u128::from(self.threshold) / 1_000_000) as u64;
+        at <= spent
+    }
+
     pub fn to_json(&self, currency: &str) -> serde_json::Value {
         serde_json::json!({
             "budget": self.budget,
@@ -400,15 +407,15 @@ impl BudgetTables {
         }
     }
 
-    /// Gives back a reservation whose call was not made.
-    pub fn refund(&self, d: &BudgetDemand, micros: u64) {
-        if let Some(c) = self.map.get(&d.key) {
-            if let Ok(mut s) = c.lock() {
-                if s.period == d.period.index {
-                    s.micros = s.micros.saturating_sub(micros);
-                }
-            }
-        }
+    /// Gives back a reservation whose call was not made; the holder's
+    /// spend after (`None`: this replica holds no counter of its period).
+    pub fn refund(&self, d: &BudgetDemand, micros: u64) -> Option<u64> {
+        let c = self.map.get(&d.key)?;
+        let mut s = c.lock().ok()?;
+        (s.period == d.period.index).then(|| {
+            s.micros = s.micros.saturating_sub(micros);
+            s.micros
+        })
     }
 
     /// What `d`'s holder spent this period in this replica.

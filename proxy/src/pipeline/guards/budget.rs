@@ -205,13 +205,45 @@ async fn reserve_one(
         }
     }
     if let Some(v) = refused {
+        // What this call's charge crossed is kept only where its holder's
+        // spend stays past it once the charge is undone (another call's
+        // charge went on from this one's and raised nothing): then this
+        // call's record raises it (a reservation already given back).
+        let still = |d: &BudgetDemand, after: Option<u64>| {
+            alerts
+                .iter()
+                .filter(|a| a.budget == d.name && after.is_none_or(|s| a.holds_at(s)))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let mut kept = Vec::new();
         for d in taken {
-            tables.refund(d, cost);
+            kept.extend(still(d, tables.refund(d, cost)));
         }
         if in_store {
-            give_back_store(store, &global, cost, now).await;
+            match give_back_store(store, &global, cost, now).await {
+                Some(spent) => {
+                    for (d, s) in global.iter().zip(spent) {
+                        kept.extend(still(d, Some(s)));
+                    }
+                }
+                None => {
+                    for d in &global {
+                        kept.extend(still(d, None));
+                    }
+                }
+            }
         }
-        return (v, None);
+        let given_back = (!kept.is_empty()).then(|| Reservation {
+            id: id.clone(),
+            cost,
+            demands: Vec::new(),
+            in_store: false,
+            alerts: kept,
+            answered: false,
+            given_back: true,
+        });
+        return (v, given_back);
     }
     let r = Reservation {
         id: id.clone(),
@@ -225,32 +257,60 @@ async fn reserve_one(
     (BudgetVerdict::Admitted, Some(r))
 }
 
+/// Gives `cost` back to every key of `ds` in the store; the spends after
+/// (`None`: not given back).
 async fn give_back_store(
     store: Option<&QuotaStore>,
     ds: &[&BudgetDemand],
     cost: u64,
     now: std::time::SystemTime,
-) {
-    if let Some(s) = store {
-        if let Err(e) = s.budget_add(&keys(ds, now), -(cost as i64)).await {
+) -> Option<Vec<u64>> {
+    let s = store?;
+    match s.budget_add(&keys(ds, now), -(cost as i64)).await {
+        Ok(spent) => Some(spent),
+        Err(e) => {
             // Kept as spent: the fleet refuses early rather than late.
             tracing::warn!(error = %e, "a budget reservation could not be given back");
+            None
         }
     }
 }
 
+/// Gives back what `r` reserved, and keeps of `r.alerts` only those its
+/// holder's spend still reaches once it is given back: a threshold the
+/// spend falls below again was not crossed (the charge that crosses it
+/// again raises it), and one it stays past was crossed meanwhile by a
+/// charge that raised nothing (it came after this one), so it is raised
+/// here, or never.
 async fn give_back(gw: &Gateway, rt: &Runtime, r: &mut Reservation, now: std::time::SystemTime) {
     if r.given_back {
         return;
     }
     r.given_back = true;
+    // The spend after, by budget name (names are unique in a bundle).
+    let mut after: Vec<(&str, Option<u64>)> = Vec::with_capacity(r.demands.len());
     for d in &r.demands {
-        gw.shared.budgets.refund(d, r.cost);
+        let left = gw.shared.budgets.refund(d, r.cost);
+        if d.global.is_none() || !r.in_store {
+            after.push((d.name.as_str(), left));
+        }
     }
     if r.in_store {
         let global: Vec<&BudgetDemand> = r.demands.iter().filter(|d| d.global.is_some()).collect();
-        give_back_store(rt.quota_store.as_deref(), &global, r.cost, now).await;
+        // `None`: not given back, still counted as spent.
+        let spent = give_back_store(rt.quota_store.as_deref(), &global, r.cost, now).await;
+        for (i, d) in r.demands.iter().filter(|d| d.global.is_some()).enumerate() {
+            let s = spent.as_ref().and_then(|v| v.get(i).copied());
+            after.push((d.name.as_str(), s));
+        }
     }
+    r.alerts.retain(|a| {
+        match after.iter().find(|(n, _)| *n == a.budget) {
+            Some((_, Some(spent))) => a.holds_at(*spent),
+            // Not given back (or not held here any more): as charged.
+            _ => true,
+        }
+    });
 }
 
 /// After the chain (and an approval): what a call that is not forwarded
@@ -277,9 +337,19 @@ pub(crate) async fn settle(gw: &Gateway, ctx: &mut RequestCtx) {
                     warden_filters::Outcome::Forwarded | warden_filters::Outcome::Mutated { .. }
                 ) =>
             {
-                rec.budget = alerted(&std::mem::take(&mut r.alerts), &currency);
+                // Kept on the reservation too: `close` takes back those
+                // a reservation given back later no longer reaches.
+                rec.budget = alerted(&r.alerts, &currency);
             }
-            _ => give_back(gw, &rt, r, ctx.now).await,
+            rec => {
+                give_back(gw, &rt, r, ctx.now).await;
+                // A threshold its holder's spend stays past (a later
+                // charge of this request, or of another, went on from
+                // this one's) is raised by this call's record.
+                if let Some(rec) = rec {
+                    rec.budget = alerted(&std::mem::take(&mut r.alerts), &currency);
+                }
+            }
         }
     }
     ctx.budget = leg;
@@ -306,7 +376,30 @@ pub(crate) async fn close(gw: &Gateway, ctx: &mut RequestCtx) {
     let now = ctx.now;
     let mut leg = std::mem::take(&mut ctx.budget);
     for r in leg.reservations.iter_mut().filter(|r| !r.answered) {
+        if r.given_back {
+            continue;
+        }
+        let raised = r.alerts.len();
         give_back(gw, &rt, r, now).await;
+        if r.alerts.len() == raised {
+            continue;
+        }
+        // The call's record carried alerts its spend, given back, no
+        // longer reaches: they were not crossed (the next charge that
+        // crosses them raises them, once).
+        let kept = &r.alerts;
+        let rec = ctx.plan.as_mut().and_then(|p| {
+            p.records.iter_mut().find(|x| {
+                x.kind == Some(Kind::Request)
+                    && x.method.as_deref() == Some("tools/call")
+                    && x.id.as_ref() == Some(&r.id)
+            })
+        });
+        if let Some(rec) = rec {
+            rec.budget = (!kept.is_empty()).then(|| {
+                serde_json::json!({"alerts": kept.iter().map(|x| x.to_json(&rt.snap.config.budgets.currency)).collect::<Vec<_>>()})
+            });
+        }
     }
     ctx.budget = leg;
 }
