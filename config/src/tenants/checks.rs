@@ -509,10 +509,14 @@ fn catalog(
                 "would widen egress: a layer narrows it with `egress.allow` only",
             );
         }
+        // A price spends the org's money budgets (an organisation's
+        // budget covers every tenant's calls): a layer pricing its own
+        // tools would exhaust them for every tenant.
         for (field, set) in [
             ("classification", c.classification.is_some()),
             ("flow", c.flow.is_some()),
             ("resources", !c.resources.is_empty()),
+            ("price", c.price.is_some()),
         ] {
             if set {
                 p.push(format!("{base}.{field}"), format!("`{field}` is org-only"));
@@ -545,6 +549,7 @@ fn catalog(
                 ("classification", t.classification.is_some()),
                 ("flow", t.flow.is_some()),
                 ("cost", t.cost.is_some()),
+                ("price", t.price.is_some()),
             ] {
                 if set {
                     p.push(format!("{tbase}.{field}"), format!("`{field}` is org-only"));

@@ -1012,6 +1012,29 @@ fn a_layers_quota_is_its_own_counter() {
     assert!(defs[0] != defs[1] && defs[0] != defs[2] && defs[1] != defs[2]);
 }
 
+/// A layer prices no call: a price spends the org's money budgets
+/// (`per: organisation`, a budget over every tenant), so a layer pricing its
+/// own tools high (or per unit its own server reports, charged whatever the
+/// limit) would exhaust them and have every other tenant's calls refused;
+/// in another currency, it would be added to them as the org's.
+#[test]
+fn a_layer_sets_no_price() {
+    refused(
+        "finance",
+        &files(&format!(
+            "{BASE}catalog:\n  ledger:\n    price: {{currency: EUR, per_call: \"100000\"}}\n"
+        )),
+        "`price` is org-only",
+    );
+    refused(
+        "finance",
+        &files(&format!(
+            "{BASE}catalog:\n  ledger:\n    tools:\n      search: {{price: {{currency: USD, per_call: \"0\", per_unit: {{pointer: /structuredContent/rows, price: \"1000\"}}}}}}\n"
+        )),
+        "`price` is org-only",
+    );
+}
+
 /// A layer sets no cost (it counts against the org's weighted quotas) and
 /// no timeout longer than the org's (the gateway's capacity is shared).
 #[test]
