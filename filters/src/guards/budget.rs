@@ -505,6 +505,23 @@ impl BudgetFilter {
         )
     }
 
+    fn units_unreadable(d: &BudgetDemand) -> Denial {
+        Denial::error(
+            JsonRpcError::new(
+                codes::BUDGET_EXCEEDED,
+                format!(
+                    "This tool is priced by what its result holds, and budget `{}` covers it: it cannot run as a task (its result would come where the gateway does not price it); call it without `task`",
+                    d.name
+                ),
+            )
+            .with_data(serde_json::json!({
+                "reason": "budget_units_unreadable",
+                "budget": d.name,
+            })),
+            format!("budget_units_unreadable:{}", d.name),
+        )
+    }
+
     fn unavailable(d: &BudgetDemand) -> Denial {
         Denial::error(
             JsonRpcError::new(
@@ -521,6 +538,19 @@ impl BudgetFilter {
             })),
             format!("budget_unavailable:{}", d.name),
         )
+    }
+}
+
+/// Whether a `tools/call` asks to run as a task (`params.task`, any value
+/// but null: a peer may take any of them for the request).
+fn asks_a_task(msg: &Message<'_>) -> bool {
+    match msg.value() {
+        Some(v) => v
+            .get("params")
+            .and_then(|p| p.get("task"))
+            .is_some_and(|t| !t.is_null()),
+        // Unreadable: it may ask one.
+        None => true,
     }
 }
 
@@ -553,8 +583,17 @@ impl McpFilter for BudgetFilter {
         let Some(tool) = env.name.as_deref() else {
             return Decision::Pass;
         };
-        if price_per_call(&self.catalog, ctx.server, tool).is_none() {
+        let Some(price) = self.catalog.get(ctx.server).and_then(|c| c.price(tool)) else {
             return Decision::Pass;
+        };
+        // A call priced per unit asked to run as a task: its reply is a
+        // handle, and the result whose units price it comes later under
+        // another method, which no charge reads. The gateway cannot price
+        // it: refused when a budget covers it.
+        if price.per_unit.is_some() && asks_a_task(msg) {
+            if let Some(d) = demands(&self.budgets, &self.clock, ctx).first() {
+                return Decision::Reject(Self::units_unreadable(d));
+            }
         }
         let verdict = env
             .id

@@ -243,6 +243,66 @@ fn the_guard_refuses_what_was_not_reserved_and_names_the_reset() {
     assert_eq!(ds.len(), 1);
 }
 
+/// A call priced per unit is charged the units its result says; asked to
+/// run as a task, its reply is a task handle and its result comes later
+/// under another method (`tasks/result`, or `tasks/get` inline), which
+/// no charge reads: the units would never be counted. Under a budget, such
+/// a call is refused (the gateway cannot price it), never forwarded as if
+/// it cost its price per call; a task of a tool priced per call only is
+/// priced whole by its call.
+#[test]
+fn a_task_of_a_tool_priced_per_unit_is_refused_under_a_budget() {
+    let org = ORG.replace(
+        "    price: {currency: EUR, per_call: \"0.25\"}\n",
+        "    price: {currency: EUR, per_call: \"0.25\"}\n    tools:\n      rows: {price: {currency: EUR, per_call: \"0.01\", per_unit: {pointer: /structuredContent/rows, price: \"0.001\"}}}\n",
+    );
+    let snap = snapshot_with(&org, &[]);
+    let cfg = &snap.config;
+    let f = BudgetFilter::new(&cfg.budgets, &cfg.catalog).unwrap();
+    let acme = principal("acme", "alice", &[]);
+    let ok = BudgetVerdicts(
+        [(Id::Num(7.into()), BudgetVerdict::Admitted)]
+            .into_iter()
+            .collect(),
+    );
+    let run = |tool: &str, task: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}{task}}}}}"#
+        );
+        let parsed = parse(body.as_bytes(), ParseLimits::default()).unwrap();
+        let Parsed::Single(env) = parsed else {
+            panic!()
+        };
+        let msg = Message::new(&env, body.as_bytes());
+        let mut ex = Exchange::new(&acme, "crm");
+        ex.budget = Some(&ok);
+        match f.on_request(&msg, &ex, &mut Notes::default()) {
+            Decision::Reject(d) => Err(d.reason),
+            _ => Ok(()),
+        }
+    };
+    assert_eq!(run("rows", ""), Ok(()));
+    assert_eq!(
+        run("rows", r#","task":{"ttl":60000}"#),
+        Err("budget_units_unreadable:acme-month".to_owned())
+    );
+    // Priced per call only: the call's price is all it costs.
+    assert_eq!(run("lookup", r#","task":{"ttl":60000}"#), Ok(()));
+    // Another tenant's call is under the team budget alone: refused, naming it.
+    let globex = principal("globex", "bob", &[]);
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"rows","arguments":{},"task":{}}}"#;
+    let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).unwrap() else {
+        panic!()
+    };
+    let msg = Message::new(&env, body.as_bytes());
+    let mut ex = Exchange::new(&globex, "crm");
+    ex.budget = Some(&ok);
+    assert!(matches!(
+        f.on_request(&msg, &ex, &mut Notes::default()),
+        Decision::Reject(d) if d.reason == "budget_units_unreadable:team-day"
+    ));
+}
+
 /// One holder however the credential spells its tenant or team; two
 /// tenants' teams of one name are two holders.
 #[test]
