@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 
 use super::config::{Event, Kind, Webhook};
-use super::{slack_text, teams_text};
+use super::{slack_code, slack_text, teams_text};
 use crate::audit::alerts::BudgetAlert;
 
 /// The `type` of a generic body, and its `X-Warden-Event`.
@@ -75,15 +75,16 @@ pub fn body(hook: &Webhook, a: &BudgetAlert, link: &str, shown: impl Fn(&str) ->
         }),
         Kind::Slack => {
             let e = slack_text;
+            let c = slack_code;
             let headline = format!(
                 "Budget `{}` crossed {}: {} of {} {} spent by {} `{}` in {}",
-                e(&budget),
+                c(&budget),
                 e(&percent(&threshold)),
                 e(&spent),
                 e(&limit),
                 e(&currency),
                 e(&per),
-                e(&holder),
+                c(&holder),
                 e(&period)
             );
             let call = format!(
@@ -96,7 +97,7 @@ pub fn body(hook: &Webhook, a: &BudgetAlert, link: &str, shown: impl Fn(&str) ->
             json!({
                 "text": format!("{headline} <{link}|Open in the Warden console>"),
                 "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": headline, "verbatim": true}},
                     {"type": "section", "fields": [
                         {"type": "plain_text", "text": call},
                         {"type": "plain_text", "text": format!("Resets: {}", e(&resets_at))},

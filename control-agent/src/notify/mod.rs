@@ -82,6 +82,13 @@ pub(crate) fn slack_text(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// [`slack_text`] for the inside of a code span (`` `...` ``), which
+/// has no escape for a backtick: one in a caller's text (it would end the
+/// span and have the rest read as mrkdwn) is written as `ˋ` (U+02CB).
+pub(crate) fn slack_code(s: &str) -> String {
+    slack_text(s).replace('`', "\u{2cb}")
+}
+
 /// Markdown's active characters escaped (Teams' text blocks render a
 /// subset of it): nothing a caller wrote becomes a link or a heading.
 pub(crate) fn teams_text(s: &str) -> String {
@@ -130,18 +137,19 @@ pub fn body(hook: &Webhook, a: &ApprovalView, link: &str, shown: impl Fn(&str) -
         }),
         Kind::Slack => {
             let e = slack_text;
+            let c = slack_code;
             let headline = format!(
                 "{} call waits for approval: `{}` on `{}` by `{}` ({})",
                 ap.risk,
-                e(&tool),
-                e(&server),
-                e(&principal),
+                c(&tool),
+                c(&server),
+                c(&principal),
                 e(&tenant)
             );
             json!({
                 "text": format!("{headline} <{link}|Open in the Warden console>"),
                 "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": headline, "verbatim": true}},
                     {"type": "section", "fields": [
                         {"type": "plain_text", "text": format!("Reason: {}", e(&reason))},
                         {"type": "plain_text", "text": format!("Justification: {}", e(why.as_deref().unwrap_or("none")))},

@@ -93,6 +93,34 @@ fn bodies_show_what_the_console_shows_and_links_only_the_console() {
     }
 }
 
+/// Slack's code spans (`...`) have no escape for a backtick: a caller's
+/// text holding one (a tool name, a principal) would end the span, and
+/// what follows would be read as mrkdwn, a bare URL made a link to click
+/// ("approve here"). No text a caller wrote ends a span, and the mrkdwn
+/// is read verbatim (no URL or mention parsed out of it).
+#[test]
+fn a_backtick_in_a_callers_text_ends_no_slack_code_span() {
+    let evil = "x` *Approve now:* https://evil.example/approve `y";
+    let a = view(evil, "j", "acme", "CRITICAL");
+    let link = "https://w.example/console/approvals/ap_01";
+    let b = body(&hook(Kind::Slack, &[], &[]), &a, link, redact);
+    let mrkdwn = &b["blocks"][0]["text"];
+    assert_eq!(mrkdwn["type"], "mrkdwn");
+    assert_eq!(mrkdwn["verbatim"], true, "{b}");
+    let text = mrkdwn["text"].as_str().unwrap();
+    // The template's three spans, and no more backticks.
+    assert_eq!(text.matches('`').count(), 6, "{text}");
+    assert!(text.contains("https://evil.example/approve"), "{text}");
+    let mut al = alert("acme", "acme-month");
+    al.holder = evil.into();
+    let link = alerts::link("https://w.example", &al);
+    let b = alerts::body(&hook(Kind::Slack, &[], &[]), &al, &link, redact);
+    let mrkdwn = &b["blocks"][0]["text"];
+    assert_eq!(mrkdwn["verbatim"], true, "{b}");
+    let text = mrkdwn["text"].as_str().unwrap();
+    assert_eq!(text.matches('`').count(), 4, "{text}");
+}
+
 /// A webhook hears of the tenants and risk tiers it names (a tenant's
 /// layer that asked for the approval counts as its tenant), compared as
 /// the console compares tenants.
