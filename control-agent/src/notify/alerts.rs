@@ -18,10 +18,14 @@ use crate::audit::alerts::BudgetAlert;
 pub const EVENT: &str = "budget.alert";
 
 /// Whether `hook` wants to hear of `a`: it hears of budget alerts, and of
-/// the record's tenant (compared as the console compares tenants).
+/// the record's tenant (compared as the console compares tenants). An
+/// organisation's budget holds every tenant's spend: its alert reaches
+/// only webhooks scoped to no tenant, whichever tenant's call crossed it.
 pub fn wants(hook: &Webhook, a: &BudgetAlert) -> bool {
     hook.hears(Event::BudgetAlerts)
-        && (hook.tenants.is_empty() || warden_config::person::in_scope(&hook.tenants, &a.tenant))
+        && (hook.tenants.is_empty()
+            || (!matches!(a.per.as_str(), "organisation" | "organization")
+                && warden_config::person::in_scope(&hook.tenants, &a.tenant)))
 }
 
 /// The link to the call's records in the console (by its trace).

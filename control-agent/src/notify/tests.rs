@@ -93,6 +93,22 @@ fn bodies_show_what_the_console_shows_and_links_only_the_console() {
     }
 }
 
+/// An organisation's budget is every tenant's spend: its alert (which
+/// says what the whole organisation spent, of what limit) is no one
+/// tenant's news, whichever tenant's call crossed it. A webhook scoped to
+/// tenants does not hear of it; one scoped to none does.
+#[test]
+fn an_organisation_budget_alert_reaches_no_webhook_scoped_to_tenants() {
+    let mut a = alert("acme", "org-month");
+    a.per = "organisation".into();
+    a.holder = String::new();
+    assert!(!alerts::wants(&hook(Kind::Generic, &["acme"], &[]), &a));
+    assert!(alerts::wants(&hook(Kind::Generic, &[], &[]), &a));
+    // The tenant's own budgets still reach the tenant's webhook.
+    a.per = "team".into();
+    assert!(alerts::wants(&hook(Kind::Generic, &["acme"], &[]), &a));
+}
+
 /// Slack's code spans (`...`) have no escape for a backtick: a caller's
 /// text holding one (a tool name, a principal) would end the span, and
 /// what follows would be read as mrkdwn, a bare URL made a link to click
