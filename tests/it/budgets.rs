@@ -370,3 +370,44 @@ budgets:\n  limits:\n    \
         .sum();
     assert_eq!(raised, 1);
 }
+
+/// A price per unit times a number the reply holds can be any amount up to
+/// the largest millionths (the units are the server's, and a tool may
+/// report a number its caller chose). Such a charge reached the store as
+/// a Lua number written in exponent form, which `INCRBY` refuses: the
+/// charge was counted nowhere in the fleet and the store was marked down
+/// (a `closed` global budget then refused every call it covers on that
+/// replica); a charge that saturated at `u64::MAX` was sent wrapped to a
+/// small negative number, lowering the spend (a free call). A huge charge
+/// now leaves the spend past every limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_charge_per_unit_leaves_a_global_budgets_spend_past_its_limit() {
+    let redis = Redis::start(free_port());
+    let mock = Mock::start(&[]).expect("mock");
+    let extra = format!(
+        "identity:\n  resource: http://127.0.0.1/mock/mcp\n  api_keys:\n{}\
+redis: {{url: \"redis://127.0.0.1:{port}\", timeout: 300ms}}\n\
+catalog:\n  mock:\n    tools:\n      \
+add: {{price: {{currency: EUR, per_call: \"1.00\"}}}}\n      \
+echo: {{price: {{currency: EUR, per_call: \"0.10\", per_unit: {{pointer: /content/0/text, price: \"0.5\"}}}}}}\n\
+budgets:\n  limits:\n    \
+- {{name: acme-month, per: tenant, period: month, amount: \"10.00\", global: true}}\n",
+        key("bob", "acme", BOB, "sales"),
+        port = redis.port,
+    );
+    let yaml = mock_bundle(&[mock.addr], &extra);
+    let gw = Gateway::start(&yaml, true).expect("gateway");
+    // 2 × 10^13 units at 0.5: 10^19 millionths, past i64::MAX.
+    let v = call(&gw, BOB, 1, "echo", json!({"text": "20000000000000"})).await;
+    assert!(v["result"].is_object(), "{v}");
+    let spent: i64 = redis
+        .cli(&["--scan", "--pattern", "warden:b:*"])
+        .lines()
+        .filter(|k| !k.is_empty())
+        .map(|k| redis.cli(&["GET", k]).trim().parse::<i64>().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    assert!(spent > 10_000_000, "the spend is past the limit: {spent}");
+    let v = call(&gw, BOB, 2, "add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(v["error"]["data"]["reason"], "budget_exceeded", "{v}");
+}

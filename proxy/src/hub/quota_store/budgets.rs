@@ -26,11 +26,20 @@ return out
 "#;
 
 /// Raises (or with a negative ARGV[1], lowers) every KEYS[i] and keeps it
-/// ARGV[1 + i] ms; returns the new spends.
+/// ARGV[1 + i] ms; returns the new spends. A spend saturates at 2^62
+/// millionths (past every limit) rather than overflow: `INCRBY` refusing
+/// would count the charge nowhere in the store.
 const ADD: &str = r#"
 local out = {}
+local d = tonumber(ARGV[1])
 for i = 1, #KEYS do
-  out[i] = redis.call('INCRBY', KEYS[i], tonumber(ARGV[1]))
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if d > 0 and v + d >= 4611686018427387904 then
+    redis.call('SET', KEYS[i], '4611686018427387904')
+    out[i] = 4611686018427387904
+  else
+    out[i] = redis.call('INCRBY', KEYS[i], ARGV[1])
+  end
   redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[1 + i]))
 end
 return out

@@ -266,7 +266,10 @@ async fn give_back_store(
     now: std::time::SystemTime,
 ) -> Option<Vec<u64>> {
     let s = store?;
-    match s.budget_add(&keys(ds, now), -(cost as i64)).await {
+    match s
+        .budget_add(&keys(ds, now), -i64::try_from(cost).unwrap_or(i64::MAX))
+        .await
+    {
         Ok(spent) => Some(spent),
         Err(e) => {
             // Kept as spent: the fleet refuses early rather than late.
@@ -428,7 +431,10 @@ pub(crate) async fn charge_units(gw: &Gateway, ctx: &mut RequestCtx) {
         let mut store_ok = false;
         if !global.is_empty() {
             if let Some(s) = rt.quota_store.as_deref().filter(|s| s.is_up()) {
-                match s.budget_add(&keys(&global, ctx.now), u.micros as i64).await {
+                // Saturated, never wrapped: a charge past `i64::MAX`
+                // millionths would lower the spend.
+                let micros = i64::try_from(u.micros).unwrap_or(i64::MAX);
+                match s.budget_add(&keys(&global, ctx.now), micros).await {
                     Ok(spent) => {
                         store_ok = true;
                         for (d, new) in global.iter().zip(spent) {
