@@ -510,7 +510,7 @@ impl BudgetFilter {
             JsonRpcError::new(
                 codes::BUDGET_EXCEEDED,
                 format!(
-                    "This tool is priced by what its result holds, and budget `{}` covers it: it cannot run as a task (its result would come where the gateway does not price it); call it without `task`",
+                    "This tool is priced by what its result holds, and budget `{}` covers it: its result cannot come as a task (where the gateway would not price it); call it without `task`",
                     d.name
                 ),
             )
@@ -539,6 +539,15 @@ impl BudgetFilter {
             format!("budget_unavailable:{}", d.name),
         )
     }
+}
+
+/// Whether a `tools/call` result is a task handle rather than the tool's
+/// result: `task` (2025-11-25), `taskId` or `resultType: "task"`
+/// (2026-07-28).
+fn is_task_handle(result: &serde_json::Value) -> bool {
+    result.get("task").is_some_and(|t| !t.is_null())
+        || result.get("taskId").is_some_and(|t| !t.is_null())
+        || result.get("resultType").and_then(serde_json::Value::as_str) == Some("task")
 }
 
 /// Whether a `tools/call` asks to run as a task (`params.task`, any value
@@ -571,7 +580,7 @@ impl McpFilter for BudgetFilter {
     fn acts_on(&self) -> Acts {
         Acts {
             requests: Methods::Only(&["tools/call"]),
-            responses: Methods::None,
+            responses: Methods::Only(&["tools/call"]),
         }
     }
 
@@ -617,6 +626,45 @@ impl McpFilter for BudgetFilter {
                     }
                 }
             }
+        }
+    }
+
+    /// A server may answer a call with a task handle where the tool's
+    /// result was asked (2026-07-28 lets it): for a tool priced per unit,
+    /// the result whose units price the call would come where no charge
+    /// reads it. Under a budget, such a reply is refused (the client gets
+    /// no handle to fetch the unpriced result with); so is one whose tool
+    /// is not known (a reply matched on another stream) when any tool of
+    /// the server is priced per unit.
+    fn on_response(&self, msg: &Message<'_>, ctx: &Exchange<'_>, _notes: &mut Notes) -> Decision {
+        let env = msg.envelope;
+        if env.kind != Kind::Response || env.is_error || msg.request_method != Some("tools/call") {
+            return Decision::Pass;
+        }
+        let Some(catalog) = self.catalog.get(ctx.server) else {
+            return Decision::Pass;
+        };
+        let per_unit = match msg.request_target {
+            Some(tool) => catalog.price(tool).is_some_and(|p| p.per_unit.is_some()),
+            None => catalog
+                .price
+                .iter()
+                .chain(catalog.tools.values().filter_map(|t| t.price.as_ref()))
+                .any(|p| p.per_unit.is_some()),
+        };
+        if !per_unit {
+            return Decision::Pass;
+        }
+        let handle = match msg.value().and_then(|v| v.get("result")) {
+            Some(r) => is_task_handle(r),
+            None => return crate::chain::filter::unreadable_reply(),
+        };
+        if !handle {
+            return Decision::Pass;
+        }
+        match demands(&self.budgets, &self.clock, ctx).first() {
+            Some(d) => Decision::Reject(Self::units_unreadable(d)),
+            None => Decision::Pass,
         }
     }
 }

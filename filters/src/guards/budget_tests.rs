@@ -303,6 +303,69 @@ fn a_task_of_a_tool_priced_per_unit_is_refused_under_a_budget() {
     ));
 }
 
+/// A server may answer a call of a tool priced per unit with a task
+/// handle although no task was asked (2026-07-28): under a budget, that
+/// reply is refused, as the request asking for one is; the tool's result
+/// itself passes, and so does a handle for a tool priced per call only.
+#[test]
+fn a_task_handle_for_a_tool_priced_per_unit_is_refused_under_a_budget() {
+    let org = ORG.replace(
+        "    price: {currency: EUR, per_call: \"0.25\"}\n",
+        "    price: {currency: EUR, per_call: \"0.25\"}\n    tools:\n      rows: {price: {currency: EUR, per_call: \"0.01\", per_unit: {pointer: /structuredContent/rows, price: \"0.001\"}}}\n",
+    );
+    let snap = snapshot_with(&org, &[]);
+    let cfg = &snap.config;
+    let f = BudgetFilter::new(&cfg.budgets, &cfg.catalog).unwrap();
+    let acme = principal("acme", "alice", &[]);
+    let reply = |tool: Option<&str>, result: &str| {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+        let Parsed::Single(env) = parse(body.as_bytes(), ParseLimits::default()).unwrap() else {
+            panic!()
+        };
+        let msg = Message::from_server(&env, body.as_bytes(), Some("tools/call"), tool);
+        let ex = Exchange::new(&acme, "crm");
+        match f.on_response(&msg, &ex, &mut Notes::default()) {
+            Decision::Reject(d) => Err(d.reason),
+            _ => Ok(()),
+        }
+    };
+    let refused = Err("budget_units_unreadable:acme-month".to_owned());
+    assert_eq!(
+        reply(
+            Some("rows"),
+            r#"{"task":{"taskId":"t-1","status":"working"}}"#
+        ),
+        refused
+    );
+    assert_eq!(
+        reply(
+            Some("rows"),
+            r#"{"resultType":"task","taskId":"t-1","status":"working"}"#
+        ),
+        refused
+    );
+    // A reply whose call is not known (matched on another stream): the
+    // server has a tool priced per unit, so its handle is refused too.
+    assert_eq!(
+        reply(None, r#"{"task":{"taskId":"t-1","status":"working"}}"#),
+        refused
+    );
+    assert_eq!(
+        reply(
+            Some("rows"),
+            r#"{"content":[],"structuredContent":{"rows":3}}"#
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        reply(
+            Some("lookup"),
+            r#"{"task":{"taskId":"t-1","status":"working"}}"#
+        ),
+        Ok(())
+    );
+}
+
 /// One holder however the credential spells its tenant or team; two
 /// tenants' teams of one name are two holders.
 #[test]
