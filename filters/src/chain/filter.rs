@@ -67,7 +67,7 @@ pub struct Exchange<'a> {
     pub global: Option<&'a GlobalVerdicts>,
     /// Money-budget reservations made for this request's priced calls
     /// (see `guards::budget`).
-    pub budget: Option<&'a crate::guards::budget::BudgetVerdicts>,
+    pub budget: Option<&'a crate::engines::budget::BudgetVerdicts>,
     /// The flow state read from the shared store for this request (see
     /// `flow`); `None`: the process's own table holds it.
     pub flow: Option<&'a crate::engines::flow::Loaded>,

@@ -3,6 +3,7 @@
 //! JWT, mTLS → a `Principal`) and the sealed tokens the gateway hands out.
 
 pub mod anomaly;
+pub mod budget;
 pub mod dlp;
 pub mod flow;
 pub mod grants;

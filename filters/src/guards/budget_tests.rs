@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::engines::identity::Principal;
 use crate::guards::tenant_fixture::{principal, snapshot_with};
+use crate::protocol::jsonrpc::Id;
 use crate::protocol::jsonrpc::{parse, ParseLimits, Parsed};
+use warden_config::budgets::Period;
 
 const ORG: &str = r#"version: 1
 service_groups:

@@ -162,6 +162,37 @@ impl Routed {
     }
 }
 
+/// One priced call's reservation.
+#[derive(Debug)]
+pub struct Reservation {
+    pub id: warden_filters::Id,
+    /// The price per call taken from every budget in `demands`.
+    pub cost: u64,
+    pub demands: Vec<warden_filters::guards::budget::BudgetDemand>,
+    /// The global budgets' share was taken in the shared store.
+    pub in_store: bool,
+    pub alerts: Vec<warden_filters::guards::budget::BudgetAlert>,
+    /// Its reply came back on this exchange.
+    pub answered: bool,
+    pub given_back: bool,
+}
+
+/// A price per unit a reply owes.
+#[derive(Debug)]
+pub struct UnitCharge {
+    pub id: Option<warden_filters::Id>,
+    pub tool: String,
+    pub micros: u64,
+}
+
+/// A request's money-budget business (`RequestCtx::budget`, kept by
+/// `guards::budget`).
+#[derive(Debug, Default)]
+pub struct BudgetLeg {
+    pub reservations: Vec<Reservation>,
+    pub units: Vec<UnitCharge>,
+}
+
 pub struct RequestCtx {
     pub start: Instant,
     pub request_id: u64,
@@ -252,7 +283,7 @@ pub struct RequestCtx {
     pub reply: ReplyState,
     /// Money budgets: what this request's priced calls reserved, and the
     /// prices per unit its replies owe (`guards::budget`).
-    pub budget: crate::pipeline::guards::budget::BudgetLeg,
+    pub budget: BudgetLeg,
 }
 
 impl RequestCtx {

@@ -16,37 +16,7 @@ use crate::hub::quota_store::{BudgetKey, QuotaStore, Reserved};
 use crate::hub::runtime::Runtime;
 use crate::hub::state::Gateway;
 use crate::observability::metrics::metrics;
-use crate::pipeline::ctx::RequestCtx;
-
-/// One priced call's reservation.
-#[derive(Debug)]
-pub struct Reservation {
-    pub id: Id,
-    /// The price per call taken from every budget in `demands`.
-    pub cost: u64,
-    pub demands: Vec<BudgetDemand>,
-    /// The global budgets' share was taken in the shared store.
-    pub in_store: bool,
-    pub alerts: Vec<BudgetAlert>,
-    /// Its reply came back on this exchange.
-    pub answered: bool,
-    pub given_back: bool,
-}
-
-/// A price per unit a reply owes.
-#[derive(Debug)]
-pub struct UnitCharge {
-    pub id: Option<Id>,
-    pub tool: String,
-    pub micros: u64,
-}
-
-/// A request's budget business (`RequestCtx::budget`).
-#[derive(Debug, Default)]
-pub struct BudgetLeg {
-    pub reservations: Vec<Reservation>,
-    pub units: Vec<UnitCharge>,
-}
+use crate::pipeline::ctx::{RequestCtx, Reservation};
 
 /// How long a holder's counter is kept in the store: the period's rest and a day.
 fn keep_ms(d: &BudgetDemand, now: std::time::SystemTime) -> u64 {

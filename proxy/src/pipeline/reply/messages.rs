@@ -503,13 +503,11 @@ pub(super) fn judge_message(
             .unwrap_or(0);
             let micros = c.micros.saturating_sub(per_call);
             if micros > 0 && rt.server(server).composed.is_none() {
-                ctx.budget
-                    .units
-                    .push(crate::pipeline::guards::budget::UnitCharge {
-                        id: env.id.clone(),
-                        tool,
-                        micros,
-                    });
+                ctx.budget.units.push(crate::pipeline::ctx::UnitCharge {
+                    id: env.id.clone(),
+                    tool,
+                    micros,
+                });
             }
         }
     }
