@@ -269,6 +269,26 @@ budgets:\n  timezone: Europe/Paris\n  limits:\n    \
         "{refusals:?}"
     );
 
+    // The store comes back empty (restarted without its data): a replica
+    // never reads a holder's spend lower than what it alone counted, so
+    // acme's month starts again from gateway 1's share, not from nothing.
+    let share: u64 = gws[0]
+        .audit()
+        .iter()
+        .filter(|r| r["tenant"] == "acme")
+        .filter_map(|r| r["cost"]["amount"].as_str())
+        .map(micros)
+        .sum();
+    assert!(share > 0 && share < 9_100_000, "{share}");
+    redis.cli(&["FLUSHALL"]);
+    let v = call(&gws[0], BOB, 250, "add", json!({"a": 1, "b": 2})).await;
+    assert!(v["result"].is_object(), "{v}");
+    assert_eq!(
+        stored(&redis),
+        share + 1_000_000,
+        "never lower than this replica's count"
+    );
+
     // The store goes away: a global budget fails closed.
     drop(redis);
     let mut last = Value::Null;

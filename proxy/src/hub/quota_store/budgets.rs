@@ -7,20 +7,29 @@ use std::sync::LazyLock;
 
 use super::QuotaStore;
 
-/// For every KEYS[i]: refuse when `spent + ARGV[2] > limit_i`
-/// (ARGV[1 + 2i]); otherwise raise every key by ARGV[1] and keep it ARGV[2 + 2i] ms.
-/// Returns the new spends, or `{-i, spent}` for the first key refused.
+/// For every KEYS[i]: a spend below `floor_i` (what this replica alone
+/// knows was spent: a store that lost its data, or came back empty, is
+/// raised to it, never read lower) is set to it; then refuse when
+/// `spent + ARGV[2] > limit_i`; otherwise raise every key by ARGV[1].
+/// Per key, ARGV[3i] is the limit, ARGV[3i + 1] how long to keep it (ms),
+/// ARGV[3i + 2] the floor. Returns the new spends, or `{-i, spent}` for the
+/// first key refused.
 const RESERVE: &str = r#"
 local cost = tonumber(ARGV[1])
 local need = tonumber(ARGV[2])
 for i = 1, #KEYS do
   local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if spent + need > tonumber(ARGV[1 + 2 * i]) then return {-i, spent} end
+  local floor = tonumber(ARGV[3 * i + 2])
+  if spent < floor then
+    redis.call('SET', KEYS[i], ARGV[3 * i + 2], 'PX', tonumber(ARGV[3 * i + 1]))
+    spent = floor
+  end
+  if spent + need > tonumber(ARGV[3 * i]) then return {-i, spent} end
 end
 local out = {}
 for i = 1, #KEYS do
   out[i] = redis.call('INCRBY', KEYS[i], cost)
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 + 2 * i]))
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[3 * i + 1]))
 end
 return out
 "#;
@@ -57,6 +66,9 @@ pub struct BudgetKey<'a> {
     pub limit: u64,
     /// How long the counter is kept (the period's rest and a day).
     pub keep_ms: u64,
+    /// What this replica alone counted this period: the store's spend is
+    /// never read lower.
+    pub floor: u64,
 }
 
 /// What the store said to a reservation.
@@ -91,7 +103,10 @@ impl QuotaStore {
         let mut inv = RESERVE_SCRIPT.prepare_invoke();
         inv.arg(cost).arg(need);
         for k in keys {
-            inv.key(self.budget_key(k)).arg(k.limit).arg(k.keep_ms);
+            inv.key(self.budget_key(k))
+                .arg(k.limit)
+                .arg(k.keep_ms)
+                .arg(k.floor);
         }
         let res: Result<Vec<i64>, _> = self.bounded(inv.invoke_async(&mut conn)).await;
         match res {

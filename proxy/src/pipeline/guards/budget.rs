@@ -26,13 +26,20 @@ fn keep_ms(d: &BudgetDemand, now: std::time::SystemTime) -> u64 {
     (d.period.ends.saturating_sub(now) + 86_400) * 1000
 }
 
-fn keys<'a>(ds: &'a [&'a BudgetDemand], now: std::time::SystemTime) -> Vec<BudgetKey<'a>> {
+/// The store's keys of `ds`; `floor` is what this replica counted for
+/// each (read by a reservation only: the store's spend is raised to it).
+fn keys<'a>(
+    ds: &'a [&'a BudgetDemand],
+    now: std::time::SystemTime,
+    floor: impl Fn(&BudgetDemand) -> u64,
+) -> Vec<BudgetKey<'a>> {
     ds.iter()
         .map(|d| BudgetKey {
             key: &d.key,
             period: d.period.index,
             limit: d.limit,
             keep_ms: keep_ms(d, now),
+            floor: floor(d),
         })
         .collect()
 }
@@ -121,7 +128,10 @@ async fn reserve_one(
     let mut in_store = false;
     if !global.is_empty() {
         let res = match store.filter(|s| s.is_up()) {
-            Some(s) => s.budget_reserve(&keys(&global, now), cost, need).await,
+            Some(s) => {
+                s.budget_reserve(&keys(&global, now, |d| tables.spent(d)), cost, need)
+                    .await
+            }
             None => Err("the shared store is unreachable".into()),
         };
         match res {
@@ -237,7 +247,10 @@ async fn give_back_store(
 ) -> Option<Vec<u64>> {
     let s = store?;
     match s
-        .budget_add(&keys(ds, now), -i64::try_from(cost).unwrap_or(i64::MAX))
+        .budget_add(
+            &keys(ds, now, |_| 0),
+            -i64::try_from(cost).unwrap_or(i64::MAX),
+        )
         .await
     {
         Ok(spent) => Some(spent),
@@ -404,7 +417,7 @@ pub(crate) async fn charge_units(gw: &Gateway, ctx: &mut RequestCtx) {
                 // Saturated, never wrapped: a charge past `i64::MAX`
                 // millionths would lower the spend.
                 let micros = i64::try_from(u.micros).unwrap_or(i64::MAX);
-                match s.budget_add(&keys(&global, ctx.now), micros).await {
+                match s.budget_add(&keys(&global, ctx.now, |_| 0), micros).await {
                     Ok(spent) => {
                         store_ok = true;
                         for (d, new) in global.iter().zip(spent) {
