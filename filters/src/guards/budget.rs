@@ -246,8 +246,21 @@ impl McpFilter for BudgetFilter {
         if env.kind != Kind::Request || env.method.as_deref() != Some("tools/call") {
             return Decision::Pass;
         }
+        // A call whose tool the gateway cannot read cannot be priced: on a
+        // server with prices, under a budget, it is refused, never passed.
         let Some(tool) = env.name.as_deref() else {
-            return Decision::Pass;
+            let priced = self
+                .catalog
+                .get(ctx.server)
+                .is_some_and(|c| c.price.is_some() || c.tools.values().any(|t| t.price.is_some()));
+            return match demands(&self.budgets, &self.clock, ctx).first() {
+                Some(d) if priced => {
+                    let mut denial = Self::unavailable(d);
+                    denial.reason = format!("budget_unchecked:{}", d.name);
+                    Decision::Reject(denial)
+                }
+                _ => Decision::Pass,
+            };
         };
         let Some(price) = self.catalog.get(ctx.server).and_then(|c| c.price(tool)) else {
             return Decision::Pass;

@@ -421,3 +421,34 @@ fn a_session_budget_is_per_session_and_principal() {
         "another principal's session of one id"
     );
 }
+
+/// A `tools/call` whose tool the gateway cannot read (no `name`, or not a
+/// string) cannot be priced: under a budget, on a server with prices, it is
+/// refused; on a server without any, it passes.
+#[test]
+fn a_call_with_no_readable_tool_is_refused_under_a_budget() {
+    let snap = snapshot_with(ORG, &[]);
+    let cfg = &snap.config;
+    let f = BudgetFilter::new(&cfg.budgets, &cfg.catalog).unwrap();
+    let acme = principal("acme", "alice", &[]);
+    let mut judged = 0;
+    for body in [
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":5,"arguments":{}}}"#,
+    ] {
+        let Ok(Parsed::Single(env)) = parse(body.as_bytes(), ParseLimits::default()) else {
+            continue; // refused by the parser itself: never reaches a guard
+        };
+        judged += 1;
+        let msg = Message::new(&env, body.as_bytes());
+        for (server, refused) in [("crm", true), ("free", false)] {
+            let ex = Exchange::new(&acme, server);
+            let d = f.on_request(&msg, &ex, &mut Notes::default());
+            assert_eq!(
+                matches!(d, Decision::Reject(_)),
+                refused,
+                "{server}: {body}"
+            );
+        }
+    }
+}
