@@ -451,4 +451,5 @@ fn a_call_with_no_readable_tool_is_refused_under_a_budget() {
             );
         }
     }
+    assert!(judged > 0, "the parser let none of them through to a guard");
 }
