@@ -173,6 +173,143 @@ pub(super) fn hex_into(input: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// Each base32 character's five bits (RFC 4648 §6: `A`–`Z` and `2`–`7`,
+/// either case), [`INVALID`] for any other byte.
+static BASE32: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0u8;
+    while i < 26 {
+        t[(b'A' + i) as usize] = i;
+        t[(b'a' + i) as usize] = i;
+        i += 1;
+    }
+    let mut d = 0u8;
+    while d < 6 {
+        t[(b'2' + d) as usize] = 26 + d;
+        d += 1;
+    }
+    t
+};
+
+/// Decodes unpadded base32 `input` (either case) into `out` (cleared
+/// first), as a lenient reader does: the bits left over after the last
+/// whole byte are dropped whatever they are (a strict decoder refuses a
+/// run whose last character carries a set bit there, which is only one
+/// more character glued after the text). `false` (and `out` unspecified)
+/// for a byte outside the alphabet or a length no encoder writes (1, 3 or
+/// 6 more than a multiple of eight).
+pub(super) fn base32_into(input: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if matches!(input.len() % 8, 1 | 3 | 6) {
+        return false;
+    }
+    let groups = input.chunks_exact(8);
+    let rest = groups.remainder();
+    out.resize(groups.len() * 5, 0);
+    for (g, o) in groups.zip(out.chunks_exact_mut(5)) {
+        let (mut n, mut bad) = (0u64, 0u8);
+        for &c in g {
+            let v = BASE32[c as usize];
+            bad |= v;
+            n = n << 5 | u64::from(v & 31);
+        }
+        // Every value is below 32; INVALID sets the top bits.
+        if bad & 0xe0 != 0 {
+            return false;
+        }
+        o.copy_from_slice(&n.to_be_bytes()[3..]);
+    }
+    let (mut n, mut bits) = (0u64, 0u32);
+    for &c in rest {
+        let v = BASE32[c as usize];
+        if v == INVALID {
+            return false;
+        }
+        n = n << 5 | u64::from(v);
+        bits += 5;
+    }
+    while bits >= 8 {
+        bits -= 8;
+        out.push((n >> bits) as u8);
+    }
+    true
+}
+
+/// Decodes base64 `input` (no padding) into the bit stream its characters
+/// carry, all of them: `out` (cleared first) holds `6 × input.len()` bits,
+/// the last byte's unused low bits zero. Every alignment of the run is a
+/// slice of this stream ([`phase`]): one decoding serves all four.
+/// `false` for a character outside the alphabet.
+pub(super) fn base64_stream(alphabet: Alphabet, input: &[u8], out: &mut Vec<u8>) -> bool {
+    let whole = input.len() / 4 * 4;
+    if !base64_into(alphabet, &input[..whole], out) {
+        return false;
+    }
+    let table = match alphabet {
+        Alphabet::Standard => &STANDARD,
+        Alphabet::UrlSafe => &URL_SAFE,
+    };
+    let rest = &input[whole..];
+    let mut n = 0u32;
+    for (k, &ch) in rest.iter().enumerate() {
+        let v = table[ch as usize];
+        if v == INVALID {
+            return false;
+        }
+        n |= u32::from(v) << (18 - 6 * k);
+    }
+    out.extend_from_slice(&n.to_be_bytes()[1..][..(6 * rest.len()).div_ceil(8)]);
+    true
+}
+
+/// [`base64_stream`] for base32 (five bits a character, either case).
+pub(super) fn base32_stream(input: &[u8], out: &mut Vec<u8>) -> bool {
+    let whole = input.len() / 8 * 8;
+    if !base32_into(&input[..whole], out) {
+        return false;
+    }
+    let rest = &input[whole..];
+    let mut n = 0u64;
+    for (k, &ch) in rest.iter().enumerate() {
+        let v = BASE32[ch as usize];
+        if v == INVALID {
+            return false;
+        }
+        n |= u64::from(v) << (35 - 5 * k);
+    }
+    out.extend_from_slice(&n.to_be_bytes()[3..][..(5 * rest.len()).div_ceil(8)]);
+    true
+}
+
+/// The whole bytes of `stream` (`bits` long) from bit `from` on, into `out`
+/// (cleared first): what a lenient decoder reads of the run from the
+/// character that starts at that bit, its leftover bits dropped.
+pub(super) fn phase(stream: &[u8], bits: usize, from: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let count = bits.saturating_sub(from) / 8;
+    let src = &stream[(from / 8).min(stream.len())..];
+    let p = (from % 8) as u32;
+    if p == 0 {
+        out.extend_from_slice(&src[..count]);
+        return;
+    }
+    // The stream holds `bits` bits, so a shifted byte's low part is always
+    // in it: `src` has at least `count + 1` bytes. Eight bytes at a time
+    // while nine are there to read, then one at a time.
+    out.resize(count, 0);
+    let mut j = 0;
+    while j + 9 <= src.len() && j + 8 <= count {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&src[j..j + 8]);
+        let w = u64::from_be_bytes(word) << p | u64::from(src[j + 8] >> (8 - p));
+        out[j..j + 8].copy_from_slice(&w.to_be_bytes());
+        j += 8;
+    }
+    for k in j..count {
+        out[k] = src[k] << p | src[k + 1] >> (8 - p);
+    }
+}
+
 /// For each byte, the length of the character it begins when that may be
 /// text: 1 for printable ASCII, tab and line breaks, 2 to 4 for the lead
 /// byte of a multi-byte character (its other bytes still to check), 0 for
@@ -545,6 +682,84 @@ mod tests {
             let ours = hex_into(&input, &mut out).then_some(out);
             prop_assert_eq!(ours, hex::decode(&input).ok());
         }
+    }
+
+    /// The data-encoding crate's base32 without its check of the bits
+    /// after the last byte, either case.
+    fn crate_base32(input: &[u8]) -> Option<Vec<u8>> {
+        let mut spec = data_encoding::Specification::new();
+        spec.symbols.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+        spec.translate.from.push_str("abcdefghijklmnopqrstuvwxyz");
+        spec.translate.to.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+        spec.check_trailing_bits = false;
+        spec.encoding().ok()?.decode(input).ok()
+    }
+
+    proptest! {
+        #[test]
+        fn base32_decodes_as_the_crate_without_its_trailing_bits_check(
+            input in proptest::collection::vec(
+                prop_oneof![
+                    20 => proptest::sample::select(
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz234567".to_vec()
+                    ),
+                    1 => proptest::sample::select(b"0189=+/ \n\x00\xff".to_vec()),
+                ],
+                0..90,
+            )
+        ) {
+            let mut out = Vec::new();
+            let ours = base32_into(&input, &mut out).then_some(out);
+            prop_assert_eq!(ours, crate_base32(&input));
+        }
+    }
+
+    proptest! {
+        /// Every alignment sliced out of one decoding of the whole run is
+        /// what decoding the run from that character reads (the last
+        /// character dropped where no encoder ends there).
+        #[test]
+        fn each_alignment_is_a_phase_of_one_decoding(
+            input in proptest::collection::vec(
+                proptest::sample::select(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz234567".to_vec()
+                ),
+                0..90,
+            ),
+            url in any::<bool>(),
+        ) {
+            let alphabet = if url { Alphabet::UrlSafe } else { Alphabet::Standard };
+            let (mut stream, mut sliced, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+            prop_assert!(base64_stream(alphabet, &input, &mut stream));
+            for k in 0..4.min(input.len()) {
+                let mut part = &input[k..];
+                if part.len() % 4 == 1 {
+                    part = &part[..part.len() - 1];
+                }
+                prop_assert!(base64_into(alphabet, part, &mut direct));
+                phase(&stream, input.len() * 6, k * 6, &mut sliced);
+                prop_assert_eq!(&sliced, &direct, "base64 from {}", k);
+            }
+            prop_assert!(base32_stream(&input, &mut stream));
+            for k in 0..8.min(input.len()) {
+                let mut part = &input[k..];
+                while matches!(part.len() % 8, 1 | 3 | 6) {
+                    part = &part[..part.len() - 1];
+                }
+                prop_assert!(base32_into(part, &mut direct));
+                phase(&stream, input.len() * 5, k * 5, &mut sliced);
+                prop_assert_eq!(&sliced, &direct, "base32 from {}", k);
+            }
+        }
+    }
+
+    #[test]
+    fn base32_keeps_a_text_whose_last_character_carries_set_bits() {
+        // "Hello" then "AB": two characters more, their last bit set.
+        let mut out = Vec::new();
+        assert!(base32_into(b"JBSWY3DPAB", &mut out));
+        assert_eq!(out, b"Hello\0");
+        assert!(data_encoding::BASE32_NOPAD.decode(b"JBSWY3DPAB").is_err());
     }
 
     proptest! {

@@ -33,7 +33,9 @@ use std::collections::HashMap;
 /// The runs of a message by their bytes (seeded per process).
 type RunMap<'a> = HashMap<&'a [u8], Vec<String>, foldhash::fast::RandomState>;
 
-use super::decode::{base64_into, hex_into, readable, Alphabet};
+use super::decode::{
+    base32_stream, base64_into, base64_stream, hex_into, phase, readable, Alphabet,
+};
 
 /// The shortest run read as base64 or hex: 12 bytes of base64, 8 of hex.
 pub(crate) const MIN_RUN: usize = 16;
@@ -225,25 +227,7 @@ fn base32_readable(run: &[u8]) -> Vec<String> {
     if body.len() < MIN_RUN {
         return Vec::new();
     }
-    let body = body.to_ascii_uppercase();
-    // A length that is no whole number of bytes loses its last characters.
-    shifted(&body, 8, |mut part, out| {
-        while matches!(part.len() % 8, 1 | 3 | 6) {
-            part = &part[..part.len() - 1];
-        }
-        let Ok(len) = data_encoding::BASE32_NOPAD.decode_len(part.len()) else {
-            return false;
-        };
-        out.clear();
-        out.resize(len, 0);
-        match data_encoding::BASE32_NOPAD.decode_mut(part, out) {
-            Ok(n) => {
-                out.truncate(n);
-                true
-            }
-            Err(_) => false,
-        }
-    })
+    shifted(body, 5, 8, base32_stream)
 }
 
 /// For each byte, bit 0 when it is upper-case base32 (`A`–`Z`, `2`–`7`),
@@ -263,23 +247,29 @@ static BASE32_CASE: [u8; 256] = {
     t
 };
 
-/// The readable parts of `body` decoded by `decode` from its start and,
-/// for a run glued after a word, from each of its next `shifts - 1`
-/// characters (only from its start past [`LONG_RUN`]); text from the
-/// first character is the whole reading.
+/// The readable parts of `body` (`bits` to a character) decoded from its
+/// start and, for a run glued after a word, from each of its next
+/// `shifts - 1` characters (only from its start past [`LONG_RUN`]); text
+/// from the first character is the whole reading. The run is decoded
+/// once, by `stream`, into the bits it carries; each alignment is that
+/// stream from the alignment's first bit ([`phase`]), which is what a
+/// decoder starting there reads (a property test holds them equal).
 fn shifted(
     body: &[u8],
+    bits: usize,
     shifts: usize,
-    decode: impl Fn(&[u8], &mut Vec<u8>) -> bool,
+    stream: impl Fn(&[u8], &mut Vec<u8>) -> bool,
 ) -> Vec<String> {
     let shifts = if body.len() > LONG_RUN { 1 } else { shifts };
+    let mut all = Vec::new();
+    if !stream(body, &mut all) {
+        return Vec::new();
+    }
     let mut out: Vec<String> = Vec::new();
-    // One buffer for every alignment's decoding.
+    // One buffer for every alignment's bytes.
     let mut bytes = Vec::new();
     for k in 0..shifts.min(body.len()) {
-        if !decode(&body[k..], &mut bytes) {
-            continue;
-        }
+        phase(&all, body.len() * bits, k * bits, &mut bytes);
         let found = readable(&bytes);
         if k == 0 && found.len() == 1 && found[0].len() == bytes.len() {
             // Text from its first character: the run is what it encodes.
@@ -322,13 +312,9 @@ pub(crate) fn base64_readable(run: &[u8]) -> Vec<String> {
         }
         return readable(&bytes);
     }
-    // A lone character left over decodes to nothing.
-    shifted(body, 4, |mut part, out| {
-        if part.len() % 4 == 1 {
-            part = &part[..part.len() - 1];
-        }
-        base64_into(alphabet, part, out)
-    })
+    // A lone character left over decodes to nothing (its six bits make
+    // no byte).
+    shifted(body, 6, 4, |b, out| base64_stream(alphabet, b, out))
 }
 
 fn percent_escape(b: &[u8]) -> bool {
