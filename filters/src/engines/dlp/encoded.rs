@@ -211,23 +211,48 @@ fn decode_line(run: &[u8]) -> Vec<String> {
 /// (`KEYJBSW…`), from each of its next seven characters.
 fn base32_readable(run: &[u8]) -> Vec<String> {
     let body = &run[..run.len() - run.iter().rev().take_while(|&&c| c == b'=').count()];
-    // The longest stretch of each case, in one pass.
-    let (mut best, mut up, mut low) = ((0, 0), 0usize, 0usize);
-    for (i, &c) in body.iter().enumerate() {
-        let class = BASE32_CASE[c as usize];
-        // Branch-free: a count goes on, or starts again at zero.
-        up = (up + 1) * usize::from(class & 1);
-        low = (low + 1) * usize::from(class >> 1);
-        let n = up.max(low);
-        if n > best.1 - best.0 {
-            best = (i + 1 - n, i + 1);
-        }
-    }
-    let body = &body[best.0..best.1];
-    if body.len() < MIN_RUN {
+    let Some((lo, hi)) = case_stretch(body) else {
         return Vec::new();
-    }
+    };
+    let body = &body[lo..hi];
     shifted(body, 5, 8, base32_stream)
+}
+
+/// The longest stretch of `body` in one case of base32 (ties: the one that
+/// ends first), when it is at least [`MIN_RUN`] long. Such a stretch holds
+/// one of every [`MIN_RUN`]-th bytes, so only those are looked at, and the
+/// stretches of their case around them are followed to their ends (once
+/// each: a later such byte inside one already followed is passed over).
+fn case_stretch(body: &[u8]) -> Option<(usize, usize)> {
+    let class = |i: usize| BASE32_CASE[body[i] as usize];
+    let mut best: Option<(usize, usize)> = None;
+    // Where the stretch of each case last followed ends.
+    let mut followed = [0usize; 2];
+    let mut i = MIN_RUN - 1;
+    while i < body.len() {
+        let here = class(i);
+        for (case, bit) in [(0, 1u8), (1, 2u8)] {
+            if here & bit == 0 || i < followed[case] {
+                continue;
+            }
+            let mut lo = i;
+            while lo > 0 && class(lo - 1) & bit != 0 {
+                lo -= 1;
+            }
+            let mut hi = i + 1;
+            while hi < body.len() && class(hi) & bit != 0 {
+                hi += 1;
+            }
+            followed[case] = hi;
+            let n = hi - lo;
+            let longer = best.is_none_or(|(a, b)| n > b - a || (n == b - a && hi < b));
+            if n >= MIN_RUN && longer {
+                best = Some((lo, hi));
+            }
+        }
+        i += MIN_RUN;
+    }
+    best
 }
 
 /// For each byte, bit 0 when it is upper-case base32 (`A`–`Z`, `2`–`7`),
@@ -413,9 +438,7 @@ fn runs_skipping(b: &[u8], json: bool, skip: bool) -> impl Iterator<Item = (usiz
             let start = i;
             let mut line = i;
             loop {
-                while i < b.len() && base64_byte(b[i]) {
-                    i += 1;
-                }
+                i = past_base64(b, i, skip);
                 // A line of a wrapped block (a multiple of four long, the
                 // next line glued after its break) continues the run. The
                 // first line may be glued after a word (`tok` then the
@@ -445,9 +468,7 @@ fn runs_skipping(b: &[u8], json: bool, skip: bool) -> impl Iterator<Item = (usiz
                     break;
                 }
                 chunk = i;
-                while i < b.len() && base64_byte(b[i]) {
-                    i += 1;
-                }
+                i = past_base64(b, i, skip);
             }
             if i - start >= MIN_RUN {
                 return Some((start, i));
@@ -455,6 +476,26 @@ fn runs_skipping(b: &[u8], json: bool, skip: bool) -> impl Iterator<Item = (usiz
         }
         None
     })
+}
+
+/// The end of the base64 characters of `b` from `i`: with `fast`, eight
+/// bytes are looked up at once while all eight are base64 (without, one at
+/// a time: the tests' reference).
+#[inline]
+fn past_base64(b: &[u8], mut i: usize, fast: bool) -> usize {
+    if fast {
+        while let Some(chunk) = b.get(i..i + 8) {
+            // No early exit: eight lookups and one test.
+            if !chunk.iter().fold(true, |all, &c| all & base64_byte(c)) {
+                break;
+            }
+            i += 8;
+        }
+    }
+    while i < b.len() && base64_byte(b[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// Every decoded text in `s`.
@@ -586,6 +627,55 @@ mod tests {
             let fast: Vec<_> = runs_skipping(&b, json, true).collect();
             let plain: Vec<_> = runs_skipping(&b, json, false).collect();
             proptest::prop_assert_eq!(fast, plain);
+        }
+    }
+
+    /// [`case_stretch`] as it was first written: every byte read.
+    fn case_stretch_reference(body: &[u8]) -> Option<(usize, usize)> {
+        let (mut best, mut up, mut low) = ((0, 0), 0usize, 0usize);
+        for (i, &c) in body.iter().enumerate() {
+            let class = BASE32_CASE[c as usize];
+            up = (up + 1) * usize::from(class & 1);
+            low = (low + 1) * usize::from(class >> 1);
+            let n = up.max(low);
+            if n > best.1 - best.0 {
+                best = (i + 1 - n, i + 1);
+            }
+        }
+        (best.1 - best.0 >= MIN_RUN).then_some(best)
+    }
+
+    proptest::proptest! {
+        /// Looking at every sixteenth byte finds the stretch a look at
+        /// every byte finds (long stretches of either case, digits both
+        /// share, stretches of equal length).
+        #[test]
+        fn the_case_stretch_is_found_looking_at_every_sixteenth_byte(
+            parts in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::prelude::Just(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ".to_vec()),
+                        proptest::prelude::Just(b"abcdefghijklmnopqrstuvwxyz".to_vec()),
+                        proptest::prelude::Just(b"234567".to_vec()),
+                        proptest::prelude::Just(b"0189+/Aa".to_vec()),
+                    ],
+                    1usize..40,
+                    proptest::prelude::any::<u64>(),
+                ),
+                0..12,
+            ),
+        ) {
+            let mut body = Vec::new();
+            for (alphabet, n, seed) in parts {
+                let mut x = seed | 1;
+                for _ in 0..n {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    body.push(alphabet[(x % alphabet.len() as u64) as usize]);
+                }
+            }
+            proptest::prop_assert_eq!(case_stretch(&body), case_stretch_reference(&body));
         }
     }
 
