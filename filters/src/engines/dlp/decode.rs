@@ -249,17 +249,7 @@ pub(super) fn base64_stream(alphabet: Alphabet, input: &[u8], out: &mut Vec<u8>)
         Alphabet::Standard => &STANDARD,
         Alphabet::UrlSafe => &URL_SAFE,
     };
-    let rest = &input[whole..];
-    let mut n = 0u32;
-    for (k, &ch) in rest.iter().enumerate() {
-        let v = table[ch as usize];
-        if v == INVALID {
-            return false;
-        }
-        n |= u32::from(v) << (18 - 6 * k);
-    }
-    out.extend_from_slice(&n.to_be_bytes()[1..][..(6 * rest.len()).div_ceil(8)]);
-    true
+    push_tail(&input[whole..], table, 6, out)
 }
 
 /// [`base64_stream`] for base32 (five bits a character, either case).
@@ -268,16 +258,23 @@ pub(super) fn base32_stream(input: &[u8], out: &mut Vec<u8>) -> bool {
     if !base32_into(&input[..whole], out) {
         return false;
     }
-    let rest = &input[whole..];
+    push_tail(&input[whole..], &BASE32, 5, out)
+}
+
+/// The characters after a stream's last whole group (`bits` each, looked
+/// up in `table`), appended to `out` as the bytes they reach, the last
+/// one's unused low bits zero; `false` for a character outside the table.
+fn push_tail(rest: &[u8], table: &[u8; 256], bits: u32, out: &mut Vec<u8>) -> bool {
+    // From the top of a word: fewer than eight characters of six bits.
     let mut n = 0u64;
     for (k, &ch) in rest.iter().enumerate() {
-        let v = BASE32[ch as usize];
+        let v = table[ch as usize];
         if v == INVALID {
             return false;
         }
-        n |= u64::from(v) << (35 - 5 * k);
+        n |= u64::from(v) << (64 - bits * (k as u32 + 1));
     }
-    out.extend_from_slice(&n.to_be_bytes()[3..][..(5 * rest.len()).div_ceil(8)]);
+    out.extend_from_slice(&n.to_be_bytes()[..(bits as usize * rest.len()).div_ceil(8)]);
     true
 }
 
