@@ -285,16 +285,27 @@ impl View {
     pub(crate) fn without(s: &str, drop: &[usize]) -> View {
         let mut text = String::with_capacity(s.len());
         let mut from = Vec::with_capacity(s.len() + 1);
-        let mut next = drop.iter().peekable();
-        for (at, c) in s.char_indices() {
-            if next.peek() == Some(&&at) {
-                next.next();
-                continue;
+        // The text between two dropped bytes is copied whole; each of its
+        // bytes comes from itself when it is ASCII, else from the start of
+        // its character.
+        let mut keep = |a: usize, b: usize| {
+            let part = &s[a..b];
+            text.push_str(part);
+            if part.is_ascii() {
+                from.extend(a..b);
+            } else {
+                for (at, c) in part.char_indices() {
+                    from.extend(std::iter::repeat_n(a + at, c.len_utf8()));
+                }
             }
-            let n = text.len();
-            text.push(c);
-            from.extend(std::iter::repeat_n(at, text.len() - n));
+        };
+        let mut at = 0;
+        for &d in drop {
+            debug_assert!(d >= at && s.as_bytes()[d].is_ascii());
+            keep(at, d);
+            at = d + 1;
         }
+        keep(at, s.len());
         from.push(s.len());
         View { text, from }
     }
@@ -437,6 +448,50 @@ mod tests {
 
     fn norm(s: &str) -> String {
         normalised(s).into_owned()
+    }
+
+    /// [`View::without`] as it was first written: character by character.
+    fn without_reference(s: &str, drop: &[usize]) -> (String, Vec<usize>) {
+        let (mut text, mut from) = (String::new(), Vec::new());
+        let mut next = drop.iter().peekable();
+        for (at, c) in s.char_indices() {
+            if next.peek() == Some(&&at) {
+                next.next();
+                continue;
+            }
+            let n = text.len();
+            text.push(c);
+            from.extend(std::iter::repeat_n(at, text.len() - n));
+        }
+        from.push(s.len());
+        (text, from)
+    }
+
+    proptest::proptest! {
+        /// Copying the text between dropped bytes whole makes the view and
+        /// its map a character-by-character copy makes.
+        #[test]
+        fn a_view_without_bytes_is_copied_whole_between_them(
+            chars in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec!['a', 'Z', '4', ' ', '-', '.']),
+                    proptest::sample::select(vec!['é', '日', '٤', '\u{200b}', '😀']),
+                ],
+                0..60,
+            ),
+            picks in proptest::collection::vec(proptest::prelude::any::<bool>(), 60),
+        ) {
+            let s: String = chars.into_iter().collect();
+            let drop: Vec<usize> = s
+                .char_indices()
+                .filter(|&(at, c)| c.is_ascii() && picks[at % picks.len()])
+                .map(|(at, _)| at)
+                .collect();
+            let v = View::without(&s, &drop);
+            let (text, from) = without_reference(&s, &drop);
+            proptest::prop_assert_eq!(&v.text, &text);
+            proptest::prop_assert_eq!(&v.from, &from);
+        }
     }
 
     #[test]
