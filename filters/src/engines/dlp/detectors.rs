@@ -137,7 +137,11 @@ pub const SPECS: &[Spec] = &[
         triggers: &[Digits(10), UpperPair],
         // In any case, grouped by spaces or dashes (the validator reads
         // it upper-cased, as a bank does).
-        pattern: r"(?i)\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b",
+        pattern: concat!(
+            r"(?i)\b(?:",
+            iban_countries!(),
+            r")\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b"
+        ),
         validate: Some(iban),
     },
     Spec {

@@ -39,7 +39,7 @@ pub fn ssn(s: &str) -> bool {
 }
 
 /// The IBAN length of each country of the IBAN registry.
-const IBAN_LENGTHS: &[(&str, usize)] = &[
+pub(super) const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("AD", 24),
     ("AE", 23),
     ("AL", 28),

@@ -70,7 +70,11 @@ pub(super) fn pattern(name: &str) -> Option<&'static str> {
         // stand (letters then digits: one place only); its tail runs to
         // the end of its run of letters and digits.
         "iban" => {
-            r"(?i)([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?)(?:[^A-Z0-9]|$)"
+            concat!(
+                r"(?i)((?:",
+                iban_countries!(),
+                r")\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?)(?:[^A-Z0-9]|$)"
+            )
         }
         "us_bank_routing" => {
             r"(?i)(?:^|[^a-z0-9])(?:routing|aba)(?:[\s_]*(?:no|number|#))?[\W_]{0,5}(\d{9})(?:[^0-9]|$)"
@@ -164,7 +168,24 @@ pub(super) fn glue_ok(name: &str, s: &str, start: usize, end: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use crate::engines::dlp::detectors::{Category, SPECS};
+
+    /// The IBAN patterns' country alternation is the validator's table:
+    /// every pair of letters it takes has a length there, and no other.
+    #[test]
+    fn the_iban_patterns_begin_with_the_tables_countries() {
+        let re = regex::Regex::new(concat!("^(?:", iban_countries!(), ")$")).unwrap();
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                let pair = String::from_utf8(vec![a, b]).unwrap();
+                let known = crate::engines::dlp::validators::IBAN_LENGTHS
+                    .iter()
+                    .any(|(c, _)| *c == pair);
+                assert_eq!(re.is_match(&pair), known, "{pair}");
+            }
+        }
+    }
 
     /// Every built-in detector with a boundary that is not a secret has
     /// its glued reading (a new detector cannot be forgotten), and each
