@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 
 use super::config::{Event, Kind, Webhook};
-use super::{slack_code, slack_text, teams_text};
+use super::{slack_code, slack_message, slack_text, teams_card, teams_text};
 use crate::audit::alerts::BudgetAlert;
 
 /// The `type` of a generic body, and its `X-Warden-Event`.
@@ -98,31 +98,19 @@ pub fn body(hook: &Webhook, a: &BudgetAlert, link: &str, shown: impl Fn(&str) ->
                 e(&principal),
                 e(&tenant)
             );
-            json!({
-                "text": format!("{headline} <{link}|Open in the Warden console>"),
-                "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text": headline, "verbatim": true}},
-                    {"type": "section", "fields": [
-                        {"type": "plain_text", "text": call},
-                        {"type": "plain_text", "text": format!("Resets: {}", e(&resets_at))},
-                    ]},
-                    {"type": "actions", "elements": [
-                        {"type": "button", "text": {"type": "plain_text", "text": "Open in the console"}, "url": link}
-                    ]},
-                ],
-            })
+            slack_message(
+                &headline,
+                vec![json!({"type": "section", "fields": [
+                    {"type": "plain_text", "text": call},
+                    {"type": "plain_text", "text": format!("Resets: {}", e(&resets_at))},
+                ]})],
+                link,
+            )
         }
         Kind::Teams => {
             let e = teams_text;
-            json!({
-                "type": "message",
-                "attachments": [{
-                    "contentType": "application/vnd.microsoft.card.adaptive",
-                    "content": {
-                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                        "type": "AdaptiveCard",
-                        "version": "1.4",
-                        "body": [
+            teams_card(
+                json!([
                             {"type": "TextBlock", "weight": "Bolder", "wrap": true,
                              "text": format!("Budget {} crossed {}", e(&budget), e(&percent(&threshold)))},
                             {"type": "FactSet", "facts": [
@@ -135,11 +123,9 @@ pub fn body(hook: &Webhook, a: &BudgetAlert, link: &str, shown: impl Fn(&str) ->
                                 {"title": "Principal", "value": e(&principal)},
                                 {"title": "Tenant", "value": e(&tenant)},
                             ]},
-                        ],
-                        "actions": [{"type": "Action.OpenUrl", "title": "Open in the console", "url": link}],
-                    },
-                }],
-            })
+                ]),
+                link,
+            )
         }
     }
 }

@@ -146,34 +146,24 @@ pub fn body(hook: &Webhook, a: &ApprovalView, link: &str, shown: impl Fn(&str) -
                 c(&principal),
                 e(&tenant)
             );
-            json!({
-                "text": format!("{headline} <{link}|Open in the Warden console>"),
-                "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text": headline, "verbatim": true}},
-                    {"type": "section", "fields": [
+            slack_message(
+                &headline,
+                vec![
+                    json!({"type": "section", "fields": [
                         {"type": "plain_text", "text": format!("Reason: {}", e(&reason))},
                         {"type": "plain_text", "text": format!("Justification: {}", e(why.as_deref().unwrap_or("none")))},
                         {"type": "plain_text", "text": format!("Approvals: {}/{}", a.approvals, ap.required)},
                         {"type": "plain_text", "text": format!("Expires: {}", rfc3339(ap.pending_until))},
-                    ]},
-                    {"type": "section", "text": {"type": "plain_text", "text": format!("Arguments: {}", e(&args))}},
-                    {"type": "actions", "elements": [
-                        {"type": "button", "text": {"type": "plain_text", "text": "Open in the console"}, "url": link}
-                    ]},
+                    ]}),
+                    json!({"type": "section", "text": {"type": "plain_text", "text": format!("Arguments: {}", e(&args))}}),
                 ],
-            })
+                link,
+            )
         }
         Kind::Teams => {
             let e = teams_text;
-            json!({
-                "type": "message",
-                "attachments": [{
-                    "contentType": "application/vnd.microsoft.card.adaptive",
-                    "content": {
-                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                        "type": "AdaptiveCard",
-                        "version": "1.4",
-                        "body": [
+            teams_card(
+                json!([
                             {"type": "TextBlock", "weight": "Bolder", "wrap": true,
                              "text": format!("{} call waits for approval", e(&ap.risk))},
                             {"type": "FactSet", "facts": [
@@ -188,13 +178,44 @@ pub fn body(hook: &Webhook, a: &ApprovalView, link: &str, shown: impl Fn(&str) -
                             ]},
                             {"type": "TextBlock", "wrap": true, "fontType": "Monospace",
                              "text": e(&args)},
-                        ],
-                        "actions": [{"type": "Action.OpenUrl", "title": "Open in the console", "url": link}],
-                    },
-                }],
-            })
+                ]),
+                link,
+            )
         }
     }
+}
+
+/// A Slack message: `headline` (mrkdwn), the `sections` after it and a
+/// button to the console; its fallback text is the headline and the link.
+pub(super) fn slack_message(headline: &str, sections: Vec<Value>, link: &str) -> Value {
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": headline, "verbatim": true}}),
+    ];
+    blocks.extend(sections);
+    blocks.push(json!({"type": "actions", "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": "Open in the console"}, "url": link}
+    ]}));
+    json!({
+        "text": format!("{headline} <{link}|Open in the Warden console>"),
+        "blocks": blocks,
+    })
+}
+
+/// A Teams message: an adaptive card of `body` with a link to the console.
+pub(super) fn teams_card(body: Value, link: &str) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "actions": [{"type": "Action.OpenUrl", "title": "Open in the console", "url": link}],
+            },
+        }],
+    })
 }
 
 /// The signature of a generic body: `v1=` and the hex HMAC-SHA256, under
