@@ -413,7 +413,10 @@ async fn operators_sign_in_through_the_organisations_provider() {
         .expect("approval");
     click(&c, "#approve").await;
     assert_eq!(text_of(&c, "#state").await, "approved");
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    // Past `max_age` and the skew by a whole second: `auth_time` is in
+    // whole seconds, so after 11 s a sign-in late in its second still
+    // read as 11 s old, fresh enough, when what followed took under one.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     // The page again (its recheck passes without a page at the provider),
     // then the approval: the provider's form first.
     assert_eq!(state_of(&c, &base, &critical).await, "pending");
