@@ -300,18 +300,35 @@ async fn rate_spikes_floods_and_accepted_behaviours() {
     for n in 0..300u64 {
         send(&gw, call(10_000 + n, &format!("tool_{n}"), json!({})), &[]).await;
     }
-    let status = |q: &'static str| {
+    let get = |q: &'static str, token: Option<&'static str>| {
         let admin = gw.admin;
         async move {
-            let (s, _, b) = warden_tests::request(
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            warden_tests::request(
                 &format!("http://{admin}/anomaly{q}"),
                 "GET",
-                &[],
+                &headers,
                 bytes::Bytes::new(),
                 false,
             )
             .await
-            .expect("get");
+            .expect("get")
+        }
+    };
+    // A principal's baseline is read with the admin token only.
+    let (s, _, b) = get("?tenant=acme&principal=agent-dev", None).await;
+    assert_eq!(s, 401, "{}", String::from_utf8_lossy(&b));
+    assert!(!String::from_utf8_lossy(&b).contains("first_seen"));
+    let (s, _, _) = get("?tenant=acme&principal=agent-dev", Some("wrong-token")).await;
+    assert_eq!(s, 401);
+    let status = |q: &'static str| {
+        let get = &get;
+        async move {
+            let (s, _, b) = get(q, Some(ADMIN)).await;
             assert_eq!(s, 200);
             serde_json::from_slice::<Value>(&b).expect("json")
         }

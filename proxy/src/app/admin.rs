@@ -125,7 +125,7 @@ impl AdminApp {
         let Some(want) = &self.token else {
             return Err(json_reply(
                 403,
-                serde_json::json!({"error": "admin writes are off: start the gateway with --admin-token-file"}),
+                serde_json::json!({"error": "admin reads of baselines and writes are off: start the gateway with --admin-token-file"}),
             ));
         };
         let given = session
@@ -290,7 +290,12 @@ impl ServeHttp for AdminApp {
         match path.as_str() {
             "/anomaly/accept" if post => self.accept(session).await,
             "/anomaly/accept" => reply(405, "text/plain", b"POST only\n".to_vec()),
-            "/anomaly" => self.anomaly(session.req_header().uri.query()),
+            // A principal's behaviour is an operator's to read, as accepting
+            // into it is: the same token.
+            "/anomaly" => match self.authorized(session) {
+                Ok(()) => self.anomaly(session.req_header().uri.query()),
+                Err(r) => r,
+            },
             "/metrics" => {
                 crate::observability::metrics::metrics()
                     .tools_quarantined
