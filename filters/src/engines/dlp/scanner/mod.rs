@@ -580,8 +580,15 @@ impl Scanner {
             }
             match (det, &self.digit_set) {
                 (DIGIT_GROUP, Some((set, group, _))) => {
+                    // Most windows hold no match of any of them (numbers in
+                    // logs and rows): one search that stops at the first
+                    // match says so at a fraction of the overlapping one.
+                    let input = Input::new(s).range(w0..w1);
+                    if !set.is_match(input.clone()) {
+                        continue;
+                    }
                     let mut which = PatternSet::new(set.pattern_len());
-                    set.which_overlapping_matches(&Input::new(s).range(w0..w1), &mut which);
+                    set.which_overlapping_matches(&input, &mut which);
                     for p in which.iter() {
                         self.run_window(group[p.as_usize()], s, w0, w1, out);
                     }
