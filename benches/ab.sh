@@ -107,12 +107,15 @@ python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" "${AB_SSE:-}" "${AB_FILLER:-d
 import json, sys
 n = int(sys.argv[2])
 filler = sys.argv[4]
-text = (filler * (n // len(filler) + 1))[:n]
+# n bytes of UTF-8 (cut on a character), written as the SDKs write it:
+# UTF-8, not \u escapes (which made a "1 KB" CJK text 5.5 KB of JSON).
+text = (filler * (n // len(filler.encode()) + 1)).encode()[:n].decode(errors="ignore")
 args = {"text": text}
 if sys.argv[3] == "1":
     args["sse"] = True
 json.dump({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-           "params": {"name": "echo", "arguments": args}}, open(sys.argv[1], "w"))
+           "params": {"name": "echo", "arguments": args}},
+          open(sys.argv[1], "w", encoding="utf-8"), ensure_ascii=False)
 PY
 cat > "$TMP/post.lua" <<LUA
 wrk.method = "POST"

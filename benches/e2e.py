@@ -386,8 +386,11 @@ for cls in classes:
                 args["events"] = events
             name = f"{label} {cls} {kind}"
             b = os.path.join(tmp, f"body-{label}-{cls}-{kind}.json")
-            open(b, "w").write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                           "params": {"name": "echo", "arguments": args}}))
+            # UTF-8 as the SDKs send it, not \u escapes (six bytes a
+            # character: a 1 KB CJK text would be 5.5 KB of JSON).
+            open(b, "w", encoding="utf-8").write(json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                 "params": {"name": "echo", "arguments": args}}, ensure_ascii=False))
             lua = os.path.join(tmp, f"post-{label}-{cls}-{kind}.lua")
             open(lua, "w").write(open(loads["1KB JSON"]).read().split("local f = io.open")[0] +
                                  f'local f = io.open("{b}"); wrk.body = f:read("*a"); f:close()\n' +
