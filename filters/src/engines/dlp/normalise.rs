@@ -123,6 +123,65 @@ fn fold(c: char) -> Fold {
             Fold::Keep
         };
     }
+    match FOLDS.get(c as usize) {
+        Some(&f) => Fold::unpack(f),
+        None => fold_of(c),
+    }
+}
+
+/// Characters below this (the first two planes: every script, symbol and
+/// emoji in use) are folded by table.
+const FOLDED_BELOW: usize = 0x2_0000;
+
+/// [`fold_of`] of every character below [`FOLDED_BELOW`], packed
+/// ([`Fold::pack`]), worked out once per process (about 128 KiB): text in
+/// other scripts and emoji is folded by a lookup, not by the category,
+/// confusables and NFKC tables each time. [`warm`] builds it before the
+/// first message.
+static FOLDS: std::sync::LazyLock<Box<[u8]>> = std::sync::LazyLock::new(|| {
+    (0..FOLDED_BELOW as u32)
+        .map(|u| char::from_u32(u).map_or(0, |c| fold_of(c).pack()))
+        .collect()
+});
+
+/// Builds the fold table now (at start-up), not on the first message that
+/// holds a character outside ASCII.
+pub(crate) fn warm() {
+    std::sync::LazyLock::force(&FOLDS);
+}
+
+impl Fold {
+    /// One byte: 0–5 the variants without data, 16 + d a digit, 128 + a
+    /// an ASCII character.
+    fn pack(self) -> u8 {
+        match self {
+            Fold::Keep => 0,
+            Fold::Drop => 1,
+            Fold::Space => 2,
+            Fold::Dash => 3,
+            Fold::Dot => 4,
+            Fold::Nfkc => 5,
+            Fold::Digit(d) => 16 + d,
+            Fold::Ascii(a) => 128 | a,
+        }
+    }
+
+    fn unpack(b: u8) -> Fold {
+        match b {
+            0 => Fold::Keep,
+            1 => Fold::Drop,
+            2 => Fold::Space,
+            3 => Fold::Dash,
+            4 => Fold::Dot,
+            5 => Fold::Nfkc,
+            128.. => Fold::Ascii(b & 0x7f),
+            _ => Fold::Digit(b - 16),
+        }
+    }
+}
+
+/// What the view makes of `c` (outside ASCII), from the Unicode tables.
+fn fold_of(c: char) -> Fold {
     if let Some(d) = cjk_numeral(c) {
         return Fold::Digit(d);
     }
@@ -491,6 +550,28 @@ mod tests {
             let (text, from) = without_reference(&s, &drop);
             proptest::prop_assert_eq!(&v.text, &text);
             proptest::prop_assert_eq!(&v.from, &from);
+        }
+    }
+
+    /// The table is the fold: every character it holds folds as the
+    /// Unicode tables say, and every fold survives packing.
+    #[test]
+    fn the_fold_table_is_the_fold() {
+        for u in 0x80..FOLDED_BELOW as u32 {
+            let Some(c) = char::from_u32(u) else {
+                continue;
+            };
+            let slow = fold_of(c);
+            assert!(
+                !matches!(slow, Fold::Digit(d) if d > 9)
+                    && !matches!(slow, Fold::Ascii(a) if a >= 0x80),
+                "{u:04X}: {slow:?}"
+            );
+            assert_eq!(fold(c), slow, "{u:04X}");
+        }
+        // Past the table: the tables themselves.
+        for c in ['\u{e0041}', '\u{20000}', '\u{1d7d2}', '\u{10ffff}'] {
+            assert_eq!(fold(c), fold_of(c));
         }
     }
 

@@ -119,6 +119,9 @@ fn escapable(s: &str) -> bool {
 impl Scanner {
     /// The built-in library plus the bundle's custom detectors.
     pub fn new(custom: &[warden_config::guards::CustomDetector]) -> Result<Scanner, String> {
+        // The fold table is built with the first scanner (a bundle load),
+        // not by the first message that needs it.
+        super::normalise::warm();
         let mut detectors = Vec::new();
         let mut pre = Prefilter::new();
         let mut always = Vec::new();
