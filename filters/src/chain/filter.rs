@@ -168,6 +168,9 @@ pub struct Message<'a> {
     pub stream_before: Option<&'a str>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
+    /// The bytes as text, when they are UTF-8 (checked at most once: the
+    /// spans of every filter are sliced out of it, not checked again each).
+    text: std::cell::OnceCell<Option<&'a str>>,
     /// Whether the bytes hold a `\u` escape (looked for at most once).
     escaped: std::cell::OnceCell<bool>,
     /// Whether the bytes hold a non-ASCII byte or DEL (looked for at most
@@ -298,6 +301,7 @@ impl<'a> Message<'a> {
             stream_before: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
+            text: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
             unplain: std::cell::OnceCell::new(),
             embeds: std::cell::OnceCell::new(),
@@ -344,6 +348,7 @@ impl<'a> Message<'a> {
             stream_before: self.stream_before,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
+            text: std::cell::OnceCell::new(),
             escaped: std::cell::OnceCell::new(),
             unplain: std::cell::OnceCell::new(),
             embeds: std::cell::OnceCell::new(),
@@ -438,9 +443,12 @@ impl<'a> Message<'a> {
     }
 
     fn slice(&self, r: &Option<std::ops::Range<usize>>) -> Option<&'a str> {
-        let b = self.bytes.get(r.clone()?)?;
-        // Spans fall on value boundaries of a message that is valid UTF-8.
-        std::str::from_utf8(b).ok()
+        // Spans fall on value boundaries of a message that is valid UTF-8;
+        // `get` refuses a range that does not fall on characters.
+        let text = *self
+            .text
+            .get_or_init(|| std::str::from_utf8(self.bytes).ok());
+        text?.get(r.clone()?)
     }
 
     /// The raw JSON text of `params.arguments`.
