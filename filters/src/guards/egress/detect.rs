@@ -250,6 +250,9 @@ pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
     if bracket {
         out.extend(bracketed_forbidden(s));
     }
+    if !dials_anything(b) {
+        return out;
+    }
     // Tokens as prose splits them (keeping non-ASCII letters together, so
     // IDNA reads a full-width name), then as a link finder carves an ASCII
     // address out of glued text.
@@ -343,6 +346,14 @@ pub(super) fn whole_forbidden(s: &str) -> bool {
 
 /// Whether `token` (or what follows a `scheme:` or `label:` in it) is a
 /// forbidden address a client dials; the part that is.
+/// Whether `b` holds a byte without which no token is dialled: a token
+/// with no `:`, `/`, `\\`, `?` or `#` has no port, path, scheme or
+/// leading `//`, and [`forbidden_token`] passes it whatever its host (text
+/// in other scripts and emoji is then not tokenised at all).
+fn dials_anything(b: &[u8]) -> bool {
+    memchr::memchr3(b':', b'/', b'\\', b).is_some() || memchr::memchr2(b'?', b'#', b).is_some()
+}
+
 fn forbidden_token(token: &str) -> Option<&str> {
     // `//host/…` (protocol-relative) and `\\host\share` (UNC) dial the host.
     let mut hosted = token.starts_with(['/', '\\']) && token[1..].starts_with(['/', '\\']);
@@ -776,5 +787,48 @@ pub(super) fn dialled(l: &Lead, files: bool) -> bool {
         Some(s) => network_scheme(s),
         // Protocol-relative `//host`.
         None => l.slashes >= 2,
+    }
+}
+
+#[cfg(test)]
+mod dial_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What lets text without `:`, `/`, `\`, `?` or `#` go
+        /// untokenised: no token of it is dialled, whatever address it
+        /// names (`127.0.0.1`, `localhost`, `[::1]`, full-width digits,
+        /// `user@10.0.0.5`).
+        #[test]
+        fn a_token_without_a_dialling_byte_is_never_forbidden(
+            token in "[0-9a-fA-Fx.@%\\[\\]lochst ０-９．。-]{0,40}",
+        ) {
+            prop_assume!(!dials_anything(token.as_bytes()));
+            prop_assert_eq!(forbidden_token(&token), None);
+        }
+    }
+
+    #[test]
+    fn addresses_that_are_dialled_hold_a_dialling_byte() {
+        for v in [
+            "127.0.0.1",
+            "localhost",
+            "169.254.169.254",
+            "１２７．０．０．１",
+        ] {
+            assert_eq!(forbidden_token(v), None, "{v}");
+        }
+        for v in [
+            "127.0.0.1:80",
+            "//127.0.0.1",
+            "localhost/x",
+            "10.0.0.5?x",
+            "10.0.0.5#x",
+        ] {
+            assert!(dials_anything(v.as_bytes()), "{v}");
+            assert!(forbidden_token(v).is_some(), "{v}");
+        }
     }
 }
