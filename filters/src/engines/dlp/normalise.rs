@@ -440,6 +440,20 @@ fn spaced_drops(b: &[u8], json: bool) -> Vec<usize> {
     let mut drop = Vec::new();
     let mut i = 0;
     while i < b.len() {
+        if !b[i].is_ascii_alphanumeric() {
+            // Separators, punctuation, other scripts, emoji: passed over
+            // a byte at a time without a look at their neighbours.
+            i += 1;
+            continue;
+        }
+        if i + 1 < b.len() && alnum(i) && alnum(i + 1) {
+            // Inside a word, no letter stands alone: over it at once.
+            i += 2;
+            while i < b.len() && alnum(i) {
+                i += 1;
+            }
+            continue;
+        }
         if !single(i) {
             i += 1;
             continue;
@@ -507,6 +521,72 @@ mod tests {
 
     fn norm(s: &str) -> String {
         normalised(s).into_owned()
+    }
+
+    /// [`spaced_drops`] as it was first written: every byte asked whether
+    /// it stands alone.
+    fn spaced_drops_reference(b: &[u8], json: bool) -> Vec<usize> {
+        let escaped = |i: usize| json && i > 0 && b[i - 1] == b'\\';
+        let alnum = |i: usize| b[i].is_ascii_alphanumeric() && !escaped(i);
+        let single =
+            |i: usize| alnum(i) && (i == 0 || !alnum(i - 1)) && (i + 1 == b.len() || !alnum(i + 1));
+        let gap = |i: usize| -> Option<usize> {
+            let (mut j, mut n) = (i + 1, 0);
+            while n < SPACED_GAP && j < b.len() {
+                if spacer(b[j]) {
+                    j += 1;
+                } else if json && b[j] == b'\\' && j + 1 < b.len() {
+                    j += 2;
+                } else {
+                    break;
+                }
+                n += 1;
+            }
+            (n > 0 && j < b.len() && single(j)).then_some(j)
+        };
+        let (mut drop, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            if !single(i) {
+                i += 1;
+                continue;
+            }
+            let (start, mut n) = (i, 1);
+            while let Some(j) = gap(i) {
+                i = j;
+                n += 1;
+            }
+            if n >= SPACED_RUN {
+                drop.extend((start..i).filter(|&k| !alnum(k) || escaped(k)));
+            }
+            i += 1;
+        }
+        drop
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn spaced_drops_are_what_the_byte_by_byte_look_finds(
+            s in "([a-zA-Z0-9]{1,3}|[ ,._:/|*+\\-]{1,4}|\\\\[nt\"u/]|[é日😀\t\r\n]){0,60}",
+            json in proptest::bool::ANY,
+        ) {
+            proptest::prop_assert_eq!(
+                spaced_drops(s.as_bytes(), json),
+                spaced_drops_reference(s.as_bytes(), json)
+            );
+        }
+
+        /// Mostly single characters apart, so that runs long enough to
+        /// be spaced-out words (and their edges) are common.
+        #[test]
+        fn spaced_words_are_found_as_the_byte_by_byte_look_finds_them(
+            s in "([a-zA-Z0-9][ ,.:|-]{1,2}|[a-z0-9]{2}|\\\\[nt]|[ é]){10,80}",
+            json in proptest::bool::ANY,
+        ) {
+            proptest::prop_assert_eq!(
+                spaced_drops(s.as_bytes(), json),
+                spaced_drops_reference(s.as_bytes(), json)
+            );
+        }
     }
 
     /// [`View::without`] as it was first written: character by character.
