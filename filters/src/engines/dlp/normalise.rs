@@ -282,10 +282,6 @@ pub(crate) fn view(s: &str) -> Option<View> {
     let changed = first + changed;
     let mut text = String::with_capacity(s.len());
     let mut from = Vec::with_capacity(s.len() + 1);
-    text.push_str(&s[..changed]);
-    for (i, c) in s[..changed].char_indices() {
-        from.extend(std::iter::repeat_n(i, c.len_utf8()));
-    }
     let push = |text: &mut String, from: &mut Vec<usize>, at: usize, c: char| {
         let n = text.len();
         text.push(c);
@@ -294,8 +290,26 @@ pub(crate) fn view(s: &str) -> Option<View> {
     // Inside a terminal escape sequence (`ESC [` parameters, a final byte
     // in `@`..`~`): nothing of it is seen.
     let mut csi = 0u8;
+    // Characters kept as they are, from `kept` on, are copied in one go
+    // when something else comes (most of a text in another script is).
+    let mut kept = 0;
+    let flush = |text: &mut String, from: &mut Vec<usize>, kept: usize, at: usize| {
+        text.push_str(&s[kept..at]);
+        let mut start = kept;
+        from.extend((kept..at).map(|k| {
+            if s.is_char_boundary(k) {
+                start = k;
+            }
+            start
+        }));
+    };
     for (i, c) in s[changed..].char_indices() {
         let at = changed + i;
+        if csi == 0 && c != '\u{1b}' && fold(c) == Fold::Keep {
+            continue;
+        }
+        flush(&mut text, &mut from, kept, at);
+        kept = at + c.len_utf8();
         match csi {
             1 if c == '[' => {
                 csi = 2;
@@ -334,6 +348,7 @@ pub(crate) fn view(s: &str) -> Option<View> {
             }
         }
     }
+    flush(&mut text, &mut from, kept, s.len());
     from.push(s.len());
     Some(View { text, from })
 }
@@ -521,6 +536,85 @@ mod tests {
 
     fn norm(s: &str) -> String {
         normalised(s).into_owned()
+    }
+
+    /// [`view`] as it was first written: character by character.
+    fn view_reference(s: &str) -> Option<View> {
+        let first = super::super::decode::first_unusual(s.as_bytes())?;
+        let (changed, _) = s[first..]
+            .char_indices()
+            .find(|&(_, c)| fold(c) != Fold::Keep)?;
+        let changed = first + changed;
+        let mut text = String::with_capacity(s.len());
+        let mut from = Vec::with_capacity(s.len() + 1);
+        text.push_str(&s[..changed]);
+        for (i, c) in s[..changed].char_indices() {
+            from.extend(std::iter::repeat_n(i, c.len_utf8()));
+        }
+        let push = |text: &mut String, from: &mut Vec<usize>, at: usize, c: char| {
+            let n = text.len();
+            text.push(c);
+            from.extend(std::iter::repeat_n(at, text.len() - n));
+        };
+        // Inside a terminal escape sequence (`ESC [` parameters, a final byte
+        // in `@`..`~`): nothing of it is seen.
+        let mut csi = 0u8;
+        for (i, c) in s[changed..].char_indices() {
+            let at = changed + i;
+            match csi {
+                1 if c == '[' => {
+                    csi = 2;
+                    continue;
+                }
+                2 if ('\u{20}'..='\u{3f}').contains(&c) => continue,
+                2 if ('\u{40}'..='\u{7e}').contains(&c) => {
+                    csi = 0;
+                    continue;
+                }
+                _ => csi = 0,
+            }
+            if c == '\u{1b}' {
+                csi = 1;
+            }
+            match fold(c) {
+                Fold::Keep => push(&mut text, &mut from, at, c),
+                Fold::Drop => {}
+                Fold::Space => push(&mut text, &mut from, at, ' '),
+                Fold::Dash => push(&mut text, &mut from, at, '-'),
+                Fold::Dot => push(&mut text, &mut from, at, '.'),
+                Fold::Digit(d) => push(&mut text, &mut from, at, char::from(b'0' + d)),
+                Fold::Ascii(a) => push(&mut text, &mut from, at, char::from(a)),
+                Fold::Nfkc => {
+                    for d in std::iter::once(c).nfkc() {
+                        match fold(d) {
+                            Fold::Drop => {}
+                            Fold::Space => push(&mut text, &mut from, at, ' '),
+                            Fold::Dash => push(&mut text, &mut from, at, '-'),
+                            Fold::Dot => push(&mut text, &mut from, at, '.'),
+                            Fold::Digit(v) => push(&mut text, &mut from, at, char::from(b'0' + v)),
+                            Fold::Ascii(a) => push(&mut text, &mut from, at, char::from(a)),
+                            Fold::Keep | Fold::Nfkc => push(&mut text, &mut from, at, d),
+                        }
+                    }
+                }
+            }
+        }
+        from.push(s.len());
+        Some(View { text, from })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_view_is_what_the_character_by_character_view_was(
+            s in "([a-zA-Z0-9 .-]{1,4}|[é日한😀️\u{200b}\u{ad}\u{301}\u{1b}\\[0-9;m١２ＡАⅫﬁ\u{a0}\u{3000}。‐\u{e0041}]){0,40}",
+        ) {
+            let (a, b) = (view(&s), view_reference(&s));
+            proptest::prop_assert_eq!(a.is_some(), b.is_some());
+            if let (Some(a), Some(b)) = (a, b) {
+                proptest::prop_assert_eq!(&a.text, &b.text);
+                proptest::prop_assert_eq!(&a.from, &b.from);
+            }
+        }
     }
 
     /// [`spaced_drops`] as it was first written: every byte asked whether
