@@ -447,7 +447,7 @@ impl<'a> Message<'a> {
         // `get` refuses a range that does not fall on characters.
         let text = *self
             .text
-            .get_or_init(|| std::str::from_utf8(self.bytes).ok());
+            .get_or_init(|| simdutf8::basic::from_utf8(self.bytes).ok());
         text?.get(r.clone()?)
     }
 

@@ -46,7 +46,7 @@ const MAX_DEPTH: usize = 512;
 /// Decodes one string literal's content (`raw[start..end]`).
 pub(crate) fn decode(raw: &[u8], start: usize, end: usize, escaped: bool) -> Option<Cow<'_, str>> {
     if !escaped {
-        return std::str::from_utf8(&raw[start..end])
+        return simdutf8::basic::from_utf8(&raw[start..end])
             .ok()
             .map(Cow::Borrowed);
     }

@@ -170,7 +170,8 @@ pub fn parse_read(body: &[u8], limits: ParseLimits) -> Result<Parsed, Fault> {
         read: ReadSoFar::default(),
         error,
     };
-    let text = match std::str::from_utf8(body) {
+    // SIMD first; the standard check again only for the fault's position.
+    let text = match simdutf8::basic::from_utf8(body).or_else(|_| std::str::from_utf8(body)) {
         Ok(t) => t,
         Err(e) => {
             let error = JsonRpcError::new(
