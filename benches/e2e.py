@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -372,6 +373,16 @@ classes = [] if want == "none" else (CORPUS_ALL if want == "all" or FULL else
                                      [c.strip() for c in want.split(",") if c.strip()])
 shapes = ((1024, "1KB"), (16384, "16KB"), (262144, "256KB")) if FULL else ((1024, "1KB"),)
 kinds = (("JSON", False, 1), ("SSE", True, 1), ("SSE10", True, 10)) if FULL else (("JSON", False, 1),)
+# E2E_CORPUS_SIZES="16KB,256KB", E2E_CORPUS_KINDS="JSON,SSE10": a part of
+# the full matrix (each named size with each named kind).
+if os.environ.get("E2E_CORPUS_SIZES"):
+    want_sizes = {x.strip() for x in os.environ["E2E_CORPUS_SIZES"].split(",")}
+    shapes = tuple(x for x in ((1024, "1KB"), (16384, "16KB"), (262144, "256KB"))
+                   if x[1] in want_sizes)
+if os.environ.get("E2E_CORPUS_KINDS"):
+    want_kinds = {x.strip() for x in os.environ["E2E_CORPUS_KINDS"].split(",")}
+    kinds = tuple(x for x in (("JSON", False, 1), ("SSE", True, 1), ("SSE10", True, 10))
+                  if x[0] in want_kinds)
 for cls in classes:
     if cls not in CORPUS_ALL:
         sys.exit(f"E2E_CORPUS: no class {cls!r} (classes: {' '.join(CORPUS_ALL)})")
@@ -419,6 +430,25 @@ def lua_for(name, load):
                               f'wrk.headers["Mcp-Session-Id"] = "{sid}"\n'
                               'wrk.headers["MCP-Protocol-Version"] = "2025-06-18"\n')
     return path
+
+
+def rss_kib(pid):
+    """Resident memory of `pid` in KiB (VmRSS)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def poll_rss(pid, into):
+    while not into["stop"].wait(0.05):
+        into["peak"] = max(into["peak"], rss_kib(pid))
+
+
+RSS = {}  # corpus load -> [(KiB before, peak KiB during)] of Warden, per round
 
 
 def wrk(url, lua):
@@ -472,7 +502,18 @@ for r in range(0 if ONLY_HALF else ROUNDS):
                 continue
             p, url = targets[name]
             t0 = cpu_ticks(p.pid)
+            # Warden's resident memory through a corpus load, polled: the
+            # peak, beside what it held before the load.
+            rss = None
+            if name == "warden" and load in CORPUS_LOADS:
+                rss = {"before": rss_kib(p.pid), "peak": 0, "stop": threading.Event()}
+                poll = threading.Thread(target=poll_rss, args=(p.pid, rss), daemon=True)
+                poll.start()
             rps, p99, total, non2xx = wrk(url, lua_for(name, load))
+            if rss is not None:
+                rss["stop"].set()
+                poll.join()
+                RSS.setdefault(load, []).append((rss["before"], rss["peak"]))
             cpu_us = (cpu_ticks(p.pid) - t0) * 1e6 / CLK / max(total, 1)
             if non2xx:
                 print(f"warning: {name} {load}: {non2xx} non-2xx answers", file=sys.stderr)
@@ -530,17 +571,30 @@ if not ONLY_HALF:
               + f" | {statistics.median(per):.3f} | {least:.3f} |")
 
 
+def rss_cell(load):
+    """Warden's least RSS before the load's rounds and its highest peak
+    during them, and that growth per connection in flight."""
+    runs = RSS.get(load)
+    if not runs:
+        return "—"
+    before = min(r[0] for r in runs)
+    peak = max(r[1] for r in runs)
+    return (f"{before / 1024:.0f} → {peak / 1024:.0f} "
+            f"({max(peak - before, 0) / CONNS:.0f})")
+
+
 if not ONLY_HALF and CORPUS_LOADS:
     # Each class of content beside prose: the share of the pass-through
     # inside each round (Warden ran next to it), its median, and Warden's
     # CPU per call; the worst class is named first.
     print(f"\n## Content classes (warden_benches::corpus): the echo call's text of each class, "
           f"the reply echoing it; {SECS}s × {ROUNDS} rounds\n")
-    head = "| load | Pingora rps | Warden rps | Warden ÷ Pingora (per round) | median | Warden CPU µs/call |"
+    head = ("| load | Pingora rps | Warden rps | Warden ÷ Pingora (per round) | median | Warden CPU µs/call "
+            f"| Warden RSS MiB before → peak (÷ {CONNS} in flight: KiB per call) |")
     if AGW:
         head += " Warden ÷ agw-checked |"
     print(head)
-    print("|---|---|---|---|---|---|" + ("---|" if AGW else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if AGW else ""))
     rows = []
     for load in [l for l in loads if l not in CORPUS_LOADS] + CORPUS_LOADS:
         if ("warden", load) not in results or ("pingora", load) not in results:
@@ -550,7 +604,7 @@ if not ONLY_HALF and CORPUS_LOADS:
         row = (statistics.median(per), load,
                f"| {load} | {med('pingora', load, 0):,.0f} | {med('warden', load, 0):,.0f} | "
                + ", ".join(f"{x:.2f}" for x in per) + f" | **{statistics.median(per):.2f}** | "
-               f"{med('warden', load, 2):.1f} |"
+               f"{med('warden', load, 2):.1f} | {rss_cell(load)} |"
                + (f" {med('warden', load, 0) / max(med('agw-checked', load, 0), 1e-9):.2f}× |"
                   if AGW and ("agw-checked", load) in results else ""))
         rows.append(row)

@@ -14,8 +14,10 @@
 #       beside prose (default: base64_random,letter_run,hex_hashes,cjk at 1 KB;
 #       "all": every class; "none": prose only); E2E_CORPUS_FULL=1  every class
 #       at 1 KB, 16 KB and 256 KB, as JSON, one SSE event and ten progress
-#       events (the full matrix; long). Only Pingora, Warden and agw-checked
-#       run the corpus loads.
+#       events (the full matrix; long); E2E_CORPUS_SIZES="16KB,256KB" and
+#       E2E_CORPUS_KINDS="JSON,SSE10" take a part of it. Only Pingora, Warden
+#       and agw-checked run the corpus loads; Warden's resident memory is
+#       polled through each (before → peak, and the growth per connection).
 #   E2E_LOADS="1KB JSON,16KB SSE"  only those loads; E2E_TABLE_ONLY=1  only the
 #       side-by-side table (no half-load latency, no two-worker scaling).
 set -euo pipefail
