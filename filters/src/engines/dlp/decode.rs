@@ -448,30 +448,36 @@ pub(super) fn readable(bytes: &[u8]) -> Vec<String> {
 /// text never holds, not a lead byte without a continuation byte after it.
 #[inline]
 fn may_be_text(b: &[u8; 66]) -> u64 {
-    let mut flags = [0u8; 64];
-    for k in 0..64 {
-        let (prev, cur, next) = (b[k], b[k + 1], b[k + 2]);
-        let never = |c: u8| {
-            (c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r')
-                || c == 0x7f
-                || c == 0xc0
-                || c == 0xc1
-                || c >= 0xf5
-        };
-        let ascii = |c: u8| c < 0x80;
-        let cont = |c: u8| (0x80..0xc0).contains(&c);
-        let bad = never(cur)
-            || (cont(cur) && (ascii(prev) || never(prev)))
-            || (!ascii(cur) && !cont(cur) && !cont(next));
-        flags[k] = u8::from(!bad);
+    use super::masks::{at_or_above, eq, range};
+    use wide::u8x32 as V;
+    // Three masks of the window's bytes (bit j for `b[j]`, 96 bits with
+    // the padding): bytes text never holds, ASCII bytes, continuation
+    // bytes. Each byte's verdict then needs its neighbours' bits only.
+    let mut padded = [0xffu8; 96];
+    padded[..66].copy_from_slice(b);
+    let (mut never, mut ascii, mut cont) = (0u128, 0u128, 0u128);
+    for (k, part) in padded.chunks_exact(32).enumerate() {
+        let mut lane = [0u8; 32];
+        lane.copy_from_slice(part);
+        let x = V::new(lane);
+        let n = (range(x, 0, 0x1f) & !(eq(x, b'\t') | eq(x, b'\n') | eq(x, b'\r')))
+            | eq(x, 0x7f)
+            | range(x, 0xc0, 0xc1)
+            | at_or_above(x, 0xf5);
+        let a = range(x, 0, 0x7f);
+        let c = range(x, 0x80, 0xbf);
+        never |= (n.to_bitmask() as u128) << (32 * k);
+        ascii |= (a.to_bitmask() as u128) << (32 * k);
+        cont |= (c.to_bitmask() as u128) << (32 * k);
     }
-    let mut mask = 0u64;
-    for (w, group) in flags.chunks_exact(8).enumerate() {
-        let x = u64::from_le_bytes(group.try_into().unwrap_or([0; 8]));
-        // Gathers the low bit of each byte into eight bits.
-        mask |= (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * w);
-    }
-    mask
+    // Bit k: the byte `b[k + 1]`, its neighbours `b[k]` and `b[k + 2]`.
+    let cur = |m: u128| (m >> 1) as u64;
+    let prev = |m: u128| m as u64;
+    let next = |m: u128| (m >> 2) as u64;
+    let bad = cur(never)
+        | (cur(cont) & (prev(ascii) | prev(never)))
+        | (!cur(ascii) & !cur(cont) & !next(cont));
+    !bad
 }
 
 /// The next run of at least [`MIN_SEGMENT`] bytes that may be text
@@ -584,6 +590,53 @@ mod tests {
 
     /// `readable` as it was first written (the standard library's UTF-8
     /// chunks split at control characters).
+    fn may_be_text_reference(b: &[u8; 66]) -> u64 {
+        let mut flags = [0u8; 64];
+        for k in 0..64 {
+            let (prev, cur, next) = (b[k], b[k + 1], b[k + 2]);
+            let never = |c: u8| {
+                (c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r')
+                    || c == 0x7f
+                    || c == 0xc0
+                    || c == 0xc1
+                    || c >= 0xf5
+            };
+            let ascii = |c: u8| c < 0x80;
+            let cont = |c: u8| (0x80..0xc0).contains(&c);
+            let bad = never(cur)
+                || (cont(cur) && (ascii(prev) || never(prev)))
+                || (!ascii(cur) && !cont(cur) && !cont(next));
+            flags[k] = u8::from(!bad);
+        }
+        let mut mask = 0u64;
+        for (w, group) in flags.chunks_exact(8).enumerate() {
+            let x = u64::from_le_bytes(group.try_into().unwrap_or([0; 8]));
+            // Gathers the low bit of each byte into eight bits.
+            mask |= (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * w);
+        }
+        mask
+    }
+
+    proptest! {
+        /// The SIMD verdicts are the byte-by-byte ones, on random bytes and
+        /// on text with characters of every length beside binary bytes.
+        #[test]
+        fn may_be_text_is_the_byte_by_byte_verdict(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    any::<u8>(),
+                    Just(b'a'), Just(b'\n'), Just(0u8), Just(0x7f),
+                    0x80u8..0xc0, 0xc2u8..0xf5, 0xc0u8..0xc2, 0xf5u8..=0xff,
+                ],
+                66,
+            ),
+        ) {
+            let mut w = [0u8; 66];
+            w.copy_from_slice(&bytes);
+            prop_assert_eq!(may_be_text(&w), may_be_text_reference(&w));
+        }
+    }
+
     fn readable_reference(bytes: &[u8]) -> Vec<String> {
         let control = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\x7f';
         if let Ok(t) = std::str::from_utf8(bytes) {
