@@ -108,6 +108,8 @@ pub(crate) struct Prefilter {
     any_special: bool,
     /// Detectors woken by digit runs; `min_digits` is their least count.
     digits: Vec<u16>,
+    /// Each of `digits`' own count.
+    digit_counts: Vec<usize>,
     min_digits: usize,
     consecutive: Vec<u16>,
     min_consecutive: usize,
@@ -244,6 +246,29 @@ impl After {
     }
 }
 
+/// A byte that joins the digits on either side into one run (what
+/// [`super::masks::separators`] marks in a block, a byte at a time).
+pub(crate) fn digit_separator(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | 0x09..=0x0D | b'(' | b')' | b'-' | b'.' | b'/' | b'_' | b'|' | b'%' | b'\\'
+    ) || b >= 0x80
+}
+
+/// The most digits in one run of `b` (digits joined by separators).
+pub(crate) fn most_digits_in_a_run(b: &[u8]) -> usize {
+    let (mut most, mut run) = (0, 0);
+    for &c in b {
+        if c.is_ascii_digit() {
+            run += 1;
+        } else if !digit_separator(c) {
+            most = most.max(run);
+            run = 0;
+        }
+    }
+    most.max(run)
+}
+
 /// A digit run still open at the end of a block.
 #[derive(Default, Clone, Copy)]
 struct Run {
@@ -273,6 +298,7 @@ impl Prefilter {
             special: Default::default(),
             any_special: false,
             digits: Vec::new(),
+            digit_counts: Vec::new(),
             min_digits: usize::MAX,
             consecutive: Vec::new(),
             min_consecutive: usize::MAX,
@@ -290,6 +316,7 @@ impl Prefilter {
             Trigger::WordExact(lits, after) => self.add_words(det, lits, true, Some(after)),
             Trigger::Digits(n) => {
                 self.digits.push(det);
+                self.digit_counts.push(n);
                 self.min_digits = self.min_digits.min(n);
                 Ok(())
             }
@@ -315,8 +342,19 @@ impl Prefilter {
     }
 
     /// The detectors a `DIGIT_GROUP` candidate stands for.
+    #[cfg(test)]
     pub(crate) fn digit_detectors(&self) -> &[u16] {
         &self.digits
+    }
+
+    /// The digit detectors, each with the count of digits in a run that
+    /// wakes it (its `Digits` trigger): every match of it holds a run of
+    /// that many digits joined by separators ([`digit_separator`]).
+    pub(crate) fn digit_counts(&self) -> impl Iterator<Item = (u16, usize)> + '_ {
+        self.digits
+            .iter()
+            .copied()
+            .zip(self.digit_counts.iter().copied())
     }
 
     fn add_words(

@@ -258,3 +258,19 @@ fn lone_tail_runs_agree() {
         }
     }
 }
+
+/// The scalar separator is the block's: the windows count runs as the
+/// prefilter does.
+#[test]
+fn the_digit_separator_is_the_blocks() {
+    for b in 0..=255u8 {
+        let block = [b; 72];
+        let marked = separators(&block) & 1 == 1;
+        assert_eq!(digit_separator(b), marked, "{b:#04x}");
+    }
+    assert_eq!(most_digits_in_a_run(b"ab 123-45-6789 x 12"), 9);
+    assert_eq!(most_digits_in_a_run(b"(555) 123-4567"), 10);
+    assert_eq!(most_digits_in_a_run(b"4111\n1111 1111 1111"), 16);
+    assert_eq!(most_digits_in_a_run(b"c884917631e"), 9);
+    assert_eq!(most_digits_in_a_run(b"12a34"), 2);
+}

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex;
 use regex_automata::util::captures::Captures;
-use regex_automata::{Anchored, Input, PatternSet};
+use regex_automata::{Anchored, Input};
 
 use super::detectors::{self, Category, SPECS};
 use super::prefilter::{Cand, Prefilter, Seen, DIGIT_GROUP};
@@ -62,9 +62,9 @@ pub struct Scanner {
     custom: Option<CustomAnchors>,
     /// Detectors that run on every string (no usable anchor).
     pub(super) always: Vec<usize>,
-    /// The digit-run detectors' patterns as one set: a run asks which of
-    /// them match around it before any runs alone.
-    digit_set: Option<(Regex, Vec<usize>, usize)>,
+    /// The digit detectors with the digits in a run each needs, and
+    /// how far a window around a digit run reaches (their longest match).
+    digit_set: Option<(Vec<(usize, usize)>, usize)>,
     /// Short texts already scanned clean (see [`memo`]).
     memo: memo::Memo,
 }
@@ -128,7 +128,6 @@ impl Scanner {
         // Each built-in pattern as it is run: secrets end where their last
         // run ends (`tail_glued`), the others read their token glued to a
         // word (`edges`).
-        let mut patterns: Vec<String> = Vec::with_capacity(SPECS.len());
         for s in SPECS {
             let glued = match s.category {
                 Category::Secret => None,
@@ -141,7 +140,6 @@ impl Scanner {
             let source = pattern.as_deref().unwrap_or(s.pattern);
             let pattern = ascii_pattern(source);
             let compiled = compile(s.name, &pattern)?;
-            patterns.push(pattern);
             let idx = detectors.len() as u16;
             for t in s.triggers {
                 pre.add(idx, t)
@@ -173,25 +171,19 @@ impl Scanner {
             Some(g) if g.run != 0 => g.run.min(encoded::MIN_RUN),
             _ => encoded::MIN_RUN,
         });
-        let group: Vec<usize> = pre.digit_detectors().iter().map(|&d| d as usize).collect();
+        let group: Vec<(usize, usize)> = pre.digit_counts().map(|(d, n)| (d as usize, n)).collect();
         let digit_set = if group.is_empty() {
             None
         } else {
-            let patterns: Vec<&String> = group.iter().map(|&d| &patterns[d]).collect();
-            // Overlapping "which patterns match" needs all-matches semantics.
-            let set = Regex::builder()
-                .configure(Regex::config().match_kind(regex_automata::MatchKind::All))
-                .build_many(&patterns)
-                .map_err(|e| format!("digit detectors: {e}"))?;
             // As far as the longest match; an unbounded pattern (none of the
             // built-in ones is) reaches over the whole text, so no padding
             // hides its match.
             let reach = group
                 .iter()
-                .map(|&d| detectors[d].max_len.unwrap_or(usize::MAX))
+                .map(|&(d, _)| detectors[d].max_len.unwrap_or(usize::MAX))
                 .max()
                 .unwrap_or(0);
-            Some((set, group, reach))
+            Some((group, reach))
         };
         let mut anchors: Vec<String> = Vec::new();
         let mut owner = Vec::new();
@@ -548,6 +540,7 @@ impl Scanner {
     /// `confirm` before overlaps are resolved.
     fn confirm_raw(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
         let len = s.len();
+        let glue = edges::Glue::new(s);
         cands.sort_unstable_by_key(|c| (c.det, c.start));
         let mut i = 0;
         while i < cands.len() {
@@ -561,11 +554,11 @@ impl Scanner {
                 {
                     i += 1;
                 }
-                self.run_at(det as usize, s, start, out);
+                self.run_at(det as usize, s, start, &glue, out);
                 continue;
             }
             let window = |c: &Cand| match (det, &self.digit_set) {
-                (DIGIT_GROUP, Some((_, _, reach))) => (
+                (DIGIT_GROUP, Some((_, reach))) => (
                     c.start.saturating_sub(*reach),
                     c.end.saturating_add(*reach).min(len),
                 ),
@@ -582,42 +575,57 @@ impl Scanner {
                 i += 1;
             }
             match (det, &self.digit_set) {
-                (DIGIT_GROUP, Some((set, group, _))) => {
-                    // Most windows hold no match of any of them (numbers in
-                    // logs and rows): one search that stops at the first
-                    // match says so at a fraction of the overlapping one.
-                    let input = Input::new(s).range(w0..w1);
-                    if !set.is_match(input.clone()) {
-                        continue;
-                    }
-                    let mut which = PatternSet::new(set.pattern_len());
-                    set.which_overlapping_matches(&input, &mut which);
-                    for p in which.iter() {
-                        self.run_window(group[p.as_usize()], s, w0, w1, out);
+                (DIGIT_GROUP, Some((group, _))) => {
+                    // Every match of a digit detector holds a run of as many
+                    // digits as wake it: in a window whose longest run is
+                    // shorter, it cannot match. Each that can is run on its
+                    // own: one search over the set of them in overlapping
+                    // mode, as before, thrashed its lazy DFA on long windows
+                    // (hex digests: a second for 256 KiB) and cost more than
+                    // these searches on short ones too (measured).
+                    let most = super::prefilter::most_digits_in_a_run(&s.as_bytes()[w0..w1]);
+                    for &(d, need) in group {
+                        if need <= most {
+                            self.run_window(d, s, w0, w1, &glue, out);
+                        }
                     }
                 }
                 (DIGIT_GROUP, None) => {}
                 _ if self.detectors[det as usize].at_anchor => {}
-                _ => self.run_window(det as usize, s, w0, w1, out),
+                _ => self.run_window(det as usize, s, w0, w1, &glue, out),
             }
         }
         for &det in &self.always {
-            self.run_window(det, s, 0, len, out);
+            self.run_window(det, s, 0, len, &glue, out);
         }
     }
 
     /// The match of detector `det` beginning at `start`, if any.
-    fn run_at(&self, det: usize, s: &str, start: usize, out: &mut Vec<Hit>) {
+    fn run_at(
+        &self,
+        det: usize,
+        s: &str,
+        start: usize,
+        glue: &edges::Glue<'_>,
+        out: &mut Vec<Hit>,
+    ) {
         let d = &self.detectors[det];
         let mut caps = d.group.then(|| d.regex.create_captures());
         let input = Input::new(s).range(start..s.len()).anchored(Anchored::Yes);
         if let Some((m, group)) = first_match(d, &input, &mut caps) {
-            self.accept(det, s, group.unwrap_or(m), out);
+            self.accept(det, s, group.unwrap_or(m), glue, out);
         }
     }
 
     /// Validates one match and records it.
-    fn accept(&self, det: usize, s: &str, span: regex_automata::Span, out: &mut Vec<Hit>) {
+    fn accept(
+        &self,
+        det: usize,
+        s: &str,
+        span: regex_automata::Span,
+        glue: &edges::Glue<'_>,
+        out: &mut Vec<Hit>,
+    ) {
         let d = &self.detectors[det];
         let text = &s[span.start..span.end];
         let ok = match (&d.dictionary, d.validate) {
@@ -630,7 +638,7 @@ impl Scanner {
             (None, Some(v)) => v(text),
             (None, None) => true,
         };
-        let ok = ok && (!d.glued || edges::glue_ok(&d.name, s, span.start, span.end));
+        let ok = ok && (!d.glued || glue.ok(&d.name, span.start, span.end));
         if ok && span.end > span.start {
             out.push(Hit {
                 detector: det,
@@ -643,7 +651,15 @@ impl Scanner {
     /// Every validated match of detector `det` in `s[w0..w1]`, looking at the
     /// bytes around the window for boundaries; an unbounded match reaching
     /// the window's end is followed to its real end.
-    fn run_window(&self, det: usize, s: &str, w0: usize, w1: usize, out: &mut Vec<Hit>) {
+    fn run_window(
+        &self,
+        det: usize,
+        s: &str,
+        w0: usize,
+        w1: usize,
+        glue: &edges::Glue<'_>,
+        out: &mut Vec<Hit>,
+    ) {
         let d = &self.detectors[det];
         let hay = s.as_bytes();
         let mut caps = d.group.then(|| d.regex.create_captures());
@@ -667,7 +683,7 @@ impl Scanner {
             // begin the next.
             let (start, end) = (m.start, group.map_or(m.end, |g| g.end));
             let span = group.unwrap_or(m);
-            self.accept(det, s, span, out);
+            self.accept(det, s, span, glue, out);
             from = if end > start {
                 end
             } else {

@@ -202,8 +202,8 @@ fn padded_escaped_and_lettered_values_are_found() {
 #[test]
 fn every_digit_pattern_is_bounded() {
     let s = Scanner::new(&[]).expect("scanner");
-    let (_, group, reach) = s.digit_set.as_ref().expect("digit detectors");
-    for &d in group {
+    let (group, reach) = s.digit_set.as_ref().expect("digit detectors");
+    for &(d, _) in group {
         assert!(
             s.detectors[d].max_len.is_some(),
             "{} has no longest match",
