@@ -106,10 +106,9 @@ pub(crate) struct Prefilter {
     anchors: Vec<Anchor>,
     special: [Vec<u16>; Special::COUNT],
     any_special: bool,
-    /// Detectors woken by digit runs; `min_digits` is their least count.
-    digits: Vec<u16>,
-    /// Each of `digits`' own count.
-    digit_counts: Vec<usize>,
+    /// Detectors woken by digit runs, each with its count; `min_digits` is
+    /// their least count.
+    digits: Vec<(u16, usize)>,
     min_digits: usize,
     consecutive: Vec<u16>,
     min_consecutive: usize,
@@ -298,7 +297,6 @@ impl Prefilter {
             special: Default::default(),
             any_special: false,
             digits: Vec::new(),
-            digit_counts: Vec::new(),
             min_digits: usize::MAX,
             consecutive: Vec::new(),
             min_consecutive: usize::MAX,
@@ -315,8 +313,7 @@ impl Prefilter {
             Trigger::WordThen(lits, after) => self.add_words(det, lits, false, Some(after)),
             Trigger::WordExact(lits, after) => self.add_words(det, lits, true, Some(after)),
             Trigger::Digits(n) => {
-                self.digits.push(det);
-                self.digit_counts.push(n);
+                self.digits.push((det, n));
                 self.min_digits = self.min_digits.min(n);
                 Ok(())
             }
@@ -341,20 +338,11 @@ impl Prefilter {
         }
     }
 
-    /// The detectors a `DIGIT_GROUP` candidate stands for.
-    #[cfg(test)]
-    pub(crate) fn digit_detectors(&self) -> &[u16] {
-        &self.digits
-    }
-
     /// The digit detectors, each with the count of digits in a run that
     /// wakes it (its `Digits` trigger): every match of it holds a run of
     /// that many digits joined by separators ([`digit_separator`]).
-    pub(crate) fn digit_counts(&self) -> impl Iterator<Item = (u16, usize)> + '_ {
-        self.digits
-            .iter()
-            .copied()
-            .zip(self.digit_counts.iter().copied())
+    pub(crate) fn digit_counts(&self) -> &[(u16, usize)] {
+        &self.digits
     }
 
     fn add_words(

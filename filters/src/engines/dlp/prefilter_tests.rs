@@ -5,7 +5,7 @@ use super::*;
 fn digits_only(min: usize) -> Prefilter {
     let mut p = Prefilter::new();
     p.add(0, &Trigger::Digits(min)).unwrap_or_default();
-    assert_eq!(p.digit_detectors(), [0]);
+    assert_eq!(p.digit_counts(), [(0, min)]);
     p.add(1, &Trigger::DottedQuad).unwrap_or_default();
     p.add(2, &Trigger::ConsecutiveDigits(8)).unwrap_or_default();
     p.finish().unwrap_or_default();

@@ -171,7 +171,11 @@ impl Scanner {
             Some(g) if g.run != 0 => g.run.min(encoded::MIN_RUN),
             _ => encoded::MIN_RUN,
         });
-        let group: Vec<(usize, usize)> = pre.digit_counts().map(|(d, n)| (d as usize, n)).collect();
+        let group: Vec<(usize, usize)> = pre
+            .digit_counts()
+            .iter()
+            .map(|&(d, n)| (d as usize, n))
+            .collect();
         let digit_set = if group.is_empty() {
             None
         } else {
