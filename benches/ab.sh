@@ -34,6 +34,9 @@
 # AB_TEXT_BYTES=N: the echoed text's length (default 924: a 1 KB call and
 # reply; 16284 gives a 16 KB call, as e2e.sh sends).
 # AB_SSE=1: the mock answers with an SSE stream instead of a JSON reply.
+# AB_EVENTS=N (with AB_SSE=1): that stream is N events, the text first in
+# N - 1 progress notifications, then the result (e2e.py's SSE10 is 10); the
+# call asks for progress with a progressToken, as an SDK client does.
 # AB_SESSION=1: each variant gets an MCP session first (initialize, then
 # initialized) and every call carries its id, as e2e.py's calls do; without
 # it the calls are sessionless, which skips the session table and the reply
@@ -103,7 +106,7 @@ taskset -c "$GEN_CORES" ./target/release/warden-mock --listen 127.0.0.1:0 --thre
 for _ in $(seq 100); do grep -q listening "$TMP/mock.out" && break; sleep 0.05; done
 MOCK="$(sed -n 's/listening on //p' "$TMP/mock.out")"
 
-python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" "${AB_SSE:-}" "${AB_FILLER:-deploy the service to eu-west-1 with 3 replicas }" <<'PY'
+python3 - "$TMP/body.json" "${AB_TEXT_BYTES:-924}" "${AB_SSE:-}" "${AB_FILLER:-deploy the service to eu-west-1 with 3 replicas }" "${AB_EVENTS:-1}" <<'PY'
 import json, sys
 n = int(sys.argv[2])
 filler = sys.argv[4]
@@ -111,10 +114,13 @@ filler = sys.argv[4]
 # UTF-8, not \u escapes (which made a "1 KB" CJK text 5.5 KB of JSON).
 text = (filler * (n // len(filler.encode()) + 1)).encode()[:n].decode(errors="ignore")
 args = {"text": text}
+params = {"name": "echo", "arguments": args}
 if sys.argv[3] == "1":
     args["sse"] = True
-json.dump({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-           "params": {"name": "echo", "arguments": args}},
+    if int(sys.argv[5]) > 1:
+        args["events"] = int(sys.argv[5])
+        params["_meta"] = {"progressToken": "ab"}
+json.dump({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params},
           open(sys.argv[1], "w", encoding="utf-8"), ensure_ascii=False)
 PY
 cat > "$TMP/post.lua" <<LUA
@@ -157,7 +163,8 @@ if "schema" not in drop:
                   "      echo:\n        risk: LOW\n        input_schema:\n"
                   "          type: object\n          required: [text]\n"
                   "          additionalProperties: false\n"
-                  "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean}}")
+                  "          properties: {text: {type: string, maxLength: 1000000}, sse: {type: boolean},"
+                  " events: {type: integer, minimum: 1, maximum: 1000}}")
 if "quotas" not in drop:
     y += "\nquotas:\n  - {name: per-agent, per: [principal], limit: 1000000000, window: 1h}\n"
 if ("+budget" in drop or "+gbudget" in drop) and "+price" not in drop:
@@ -231,7 +238,9 @@ PY
   # Every variant must forward the call: a refusal would be measured as a cheap call.
   reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
     -H 'x-api-key: wk_demo_dev_7Qm2' "${sess[@]}" --data @"$TMP/body.json" "${URL[$name]}")"
-  case "$reply" in *'"result"'*"${AB_FILLER:-deploy the service}"*) ;; *) echo "$name does not forward the call: ${reply:0:200}" >&2; exit 1 ;; esac
+  # (the filler's first line: a line break comes back escaped)
+  probe="${AB_FILLER:-deploy the service}"; probe="${probe%%$'\n'*}"
+  case "$reply" in *'"result"'*"${probe:0:40}"*) ;; *) echo "$name does not forward the call: ${reply:0:200}" >&2; exit 1 ;; esac
   taskset -c 1 wrk -t1 -c8 -d1s -s "${LUA[$name]}" "${URL[$name]}" >/dev/null
 done
 

@@ -230,11 +230,260 @@ fn drops(b: &[u8], json: bool) -> (Vec<usize>, Vec<usize>) {
     (whole, dump)
 }
 
+/// Whether `b` may hold a run [`drops`] reads joined: `false` only when
+/// none can be there, which holds for most prose and is found without
+/// listing every word (listing them was about 60 % of a scan of 1 KiB of
+/// prose). A run read joined has three groups or more, and a letter next
+/// to a digit, inside a group or across a gap (see `marked`); that digit
+/// is in a group of the run, and any group of such a run is one of three
+/// groups in a row of it, the first two of one length of two or more,
+/// the third no longer, set apart by as many separators twice (how
+/// `drops` extends a run). So with no three groups in a row of that shape
+/// around a group that has a digit beside a letter, no run is read.
+/// `true` says only that `drops` must look.
+///
+/// The groups are found from bit masks of 64 bytes at a time (group
+/// bytes, digits, letters; in raw JSON without the escapes `groups`
+/// steps over), so a byte costs a few instructions and a group a few
+/// more; only groups with a digit, and their neighbours, are looked at
+/// byte by byte. `may_hold_run_bytewise` (tests) is the same look a byte
+/// at a time.
+fn may_hold_run(b: &[u8], json: bool) -> bool {
+    let m = GroupMasks::of(b, json);
+    let mut pos = 0;
+    while let Some(d) = m.next_digit(pos) {
+        let k = m.group_at(d);
+        pos = k.1;
+        // A letter next to a digit of this group: inside it, or across
+        // the gap before or after it (`ab 12`, `12 ab`, `12 0xab`). The
+        // byte before and the group after are looked for only when this
+        // group's edge is a digit.
+        let inside = mixed_inside(&b[k.0..k.1]);
+        let with_prev = b[k.0].is_ascii_digit()
+            && m.prev(k.0, |x| x.0)
+                .is_some_and(|q| b[q].is_ascii_alphabetic());
+        let mut next = None;
+        let mut with_next = false;
+        if b[k.1 - 1].is_ascii_digit() {
+            if let Some(n0) = m.next(k.1, |x| x.0) {
+                // A hex prefix begins with `x` (a letter) or `0`: only then
+                // is the group's end needed to read past it.
+                with_next = b[n0].is_ascii_alphabetic() || {
+                    next = m.after(k);
+                    b[n0] == b'0' && next.is_some_and(|n| crossed(b, k, n))
+                };
+            }
+        }
+        if !(inside || with_prev || with_next) {
+            continue;
+        }
+        let prev = m.before(k);
+        let next = next.or_else(|| m.after(k));
+        let len = |g: (usize, usize)| g.1 - g.0;
+        // The rows of three groups that hold the pair: those with this
+        // group, or with it and the one before or after it. A row's first
+        // two groups are of one length of two or more and its third no
+        // longer (see `shaped`): the group two away is looked for only
+        // when the two nearer ones allow it.
+        if inside || with_prev {
+            if let Some(p) = prev.filter(|&p| len(p) >= 2 && len(k) <= len(p)) {
+                if let Some(pp) = m.before(p).filter(|&pp| len(pp) == len(p)) {
+                    if shaped(b, &[pp, p, k], json) {
+                        return true;
+                    }
+                }
+            }
+        }
+        if let (Some(p), Some(n)) = (prev, next) {
+            if shaped(b, &[p, k, n], json) {
+                return true;
+            }
+        }
+        if inside || with_next {
+            if let Some(n) = next.filter(|&n| len(k) >= 2 && len(n) == len(k)) {
+                if let Some(nn) = m.after(n).filter(|&nn| len(nn) <= len(k)) {
+                    if shaped(b, &[k, n, nn], json) {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Bit masks of a text, 64 bytes a block: its group bytes (as [`groups`]
+/// reads them: in raw JSON, no byte of an escape) and its digits.
+struct GroupMasks {
+    /// `(group bytes, digits in groups)` of each block; bit k is byte
+    /// `64 * i + k`.
+    blocks: Vec<(u64, u64)>,
+}
+
+impl GroupMasks {
+    fn of(b: &[u8], json: bool) -> GroupMasks {
+        use super::masks::{eq, lanes, range};
+        use wide::u8x32 as V;
+        let mut blocks = Vec::with_capacity(b.len().div_ceil(64));
+        // In raw JSON, where the escapes met so far end.
+        let mut skip_until = 0usize;
+        for (k, chunk) in b.chunks(64).enumerate() {
+            let mut c = [0u8; 72];
+            c[..chunk.len()].copy_from_slice(chunk);
+            let [group, digit, slash] = lanes(&c, |x| {
+                let alpha = range(x | V::splat(0x20), b'a', b'z');
+                let digit = range(x, b'0', b'9');
+                let extra = eq(x, b'+') | eq(x, b'/') | eq(x, b'=');
+                [alpha | digit | extra, digit, eq(x, b'\\')]
+            });
+            let mut group = group;
+            if json {
+                // Each backslash `groups` meets (not one an escape before
+                // it covers) opens an escape of two bytes, six for `\u`:
+                // none of them is a group byte.
+                let base = 64 * k;
+                let mut skipped = 0u64;
+                let cover = |from: usize, to: usize| -> u64 {
+                    let (lo, hi) = (from.max(base), to.min(base + 64));
+                    if lo >= hi {
+                        0
+                    } else {
+                        super::masks::span_mask((lo - base) as u32, (hi - base) as u32)
+                    }
+                };
+                skipped |= cover(base, skip_until);
+                let mut s = slash;
+                while s != 0 {
+                    let p = base + s.trailing_zeros() as usize;
+                    s &= s - 1;
+                    if p >= skip_until {
+                        skip_until = p + if b.get(p + 1) == Some(&b'u') { 6 } else { 2 };
+                        skipped |= cover(p, skip_until);
+                    }
+                }
+                group &= !skipped;
+            }
+            blocks.push((group, digit & group));
+        }
+        GroupMasks { blocks }
+    }
+
+    /// The first set bit of `pick` of the blocks at or after `pos`.
+    fn next(&self, pos: usize, pick: impl Fn(&(u64, u64)) -> u64) -> Option<usize> {
+        let mut k = pos / 64;
+        let mut m = pick(self.blocks.get(k)?) & (u64::MAX << (pos % 64));
+        while m == 0 {
+            k += 1;
+            m = pick(self.blocks.get(k)?);
+        }
+        Some(64 * k + m.trailing_zeros() as usize)
+    }
+
+    /// The last set bit of `pick` of the blocks before `pos`.
+    fn prev(&self, pos: usize, pick: impl Fn(&(u64, u64)) -> u64) -> Option<usize> {
+        if pos == 0 {
+            return None;
+        }
+        let mut k = (pos - 1) / 64;
+        let below = (pos - 1) % 64;
+        let keep = if below == 63 {
+            u64::MAX
+        } else {
+            (1u64 << (below + 1)) - 1
+        };
+        let mut m = pick(&self.blocks[k]) & keep;
+        while m == 0 {
+            k = k.checked_sub(1)?;
+            m = pick(&self.blocks[k]);
+        }
+        Some(64 * k + 63 - m.leading_zeros() as usize)
+    }
+
+    /// The first digit in a group at or after `pos`.
+    fn next_digit(&self, pos: usize) -> Option<usize> {
+        self.next(pos, |b| b.1)
+    }
+
+    /// The group `(start, end)` that holds group byte `p`.
+    fn group_at(&self, p: usize) -> (usize, usize) {
+        let start = self.prev(p, |b| !b.0).map_or(0, |z| z + 1);
+        // Bits past the text are no group bytes, but a text ending with a
+        // full block has none past it.
+        let end = self.next(p, |b| !b.0).unwrap_or(64 * self.blocks.len());
+        (start, end)
+    }
+
+    /// The group before the group `g`, if any: its last byte is the last
+    /// group byte before `g`.
+    fn before(&self, g: (usize, usize)) -> Option<(usize, usize)> {
+        let last = self.prev(g.0, |b| b.0)?;
+        let start = self.prev(last, |b| !b.0).map_or(0, |z| z + 1);
+        Some((start, last + 1))
+    }
+
+    /// The group after the group `g`, if any: it begins at the first group
+    /// byte after `g`.
+    fn after(&self, g: (usize, usize)) -> Option<(usize, usize)> {
+        let start = self.next(g.1, |b| b.0)?;
+        let end = self.next(start, |b| !b.0).unwrap_or(64 * self.blocks.len());
+        Some((start, end))
+    }
+}
+
+/// [`may_hold_run`] a byte at a time, as the rule reads: three groups
+/// in a row of the shape, with a letter next to a digit inside one of
+/// them or across a gap between two of them.
+#[cfg(test)]
+fn may_hold_run_bytewise(b: &[u8], json: bool) -> bool {
+    let gs = groups(b, json);
+    let cross = |x: (usize, usize), y: (usize, usize)| {
+        let (p, q) = (b[x.1 - 1], b[y.0]);
+        (p.is_ascii_alphabetic() && q.is_ascii_digit()) || crossed(b, x, y)
+    };
+    gs.windows(3).any(|w| {
+        let g = [w[0], w[1], w[2]];
+        shaped(b, &g, json)
+            && (g.iter().any(|&(s, e)| mixed_inside(&b[s..e]))
+                || cross(g[0], g[1])
+                || cross(g[1], g[2]))
+    })
+}
+
+/// Whether three groups in a row can be three of one run (see
+/// [`may_hold_run`]).
+fn shaped(b: &[u8], g: &[(usize, usize); 3], json: bool) -> bool {
+    let len = |k: usize| g[k].1 - g[k].0;
+    len(0) >= 2
+        && len(1) == len(0)
+        && len(2) <= len(0)
+        && gap(b, g[0].1, g[1].0, json).is_some_and(|n| gap(b, g[1].1, g[2].0, json) == Some(n))
+}
+
+/// Whether the last byte of group `k` is a digit and the next group `n`
+/// begins (after a hex prefix or not) with a letter: `7 ab`, `7 0xab`.
+fn crossed(b: &[u8], k: (usize, usize), n: (usize, usize)) -> bool {
+    b[k.1 - 1].is_ascii_digit()
+        && [n.0, n.0 + hex_prefix(&b[n.0..n.1])]
+            .iter()
+            .any(|&f| f < n.1 && b[f].is_ascii_alphabetic())
+}
+
+/// Whether `g` holds a letter next to a digit.
+fn mixed_inside(g: &[u8]) -> bool {
+    g.windows(2).any(|w| {
+        (w[0].is_ascii_digit() && w[1].is_ascii_alphabetic())
+            || (w[0].is_ascii_alphabetic() && w[1].is_ascii_digit())
+    })
+}
+
 /// The views of `s` with the groups of each run joined (`AKIA IOSF ODNN
 /// 7EXA MPLE` reads as `AKIAIOSFODNN7EXAMPLE`, `\x41\x4b…` as `414b…`),
 /// and, when a run holds a hex dump beside other groups, with only the
 /// dump joined. Empty when `s` holds no run.
 pub(crate) fn views(s: &str) -> Vec<View> {
+    if !may_hold_run(s.as_bytes(), false) {
+        return Vec::new();
+    }
     let (whole, dump) = drops(s.as_bytes(), false);
     let mut out = Vec::new();
     for d in [whole, dump] {
@@ -247,6 +496,9 @@ pub(crate) fn views(s: &str) -> Vec<View> {
 
 /// Whether `b` may hold a run of groups (see [`views`]).
 pub(crate) fn may_be_grouped(b: &[u8]) -> bool {
+    if !may_hold_run(b, false) {
+        return false;
+    }
     let (whole, dump) = drops(b, false);
     !whole.is_empty() || !dump.is_empty()
 }
@@ -254,6 +506,9 @@ pub(crate) fn may_be_grouped(b: &[u8]) -> bool {
 /// [`may_be_grouped`] of a raw JSON message, whose escapes (`\n`, `\\`)
 /// are separators.
 pub(crate) fn may_be_grouped_json(b: &[u8]) -> bool {
+    if !may_hold_run(b, true) {
+        return false;
+    }
     let (whole, dump) = drops(b, true);
     !whole.is_empty() || !dump.is_empty()
 }
@@ -354,6 +609,56 @@ mod tests {
         assert!(may_be_grouped(marked.as_bytes()));
         let hex = "4b ".repeat(200_000);
         assert_eq!(joined(&hex).map(|t| t.len()), Some(400_000 + 1));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// The quick look says no only where `drops` reads no run: in
+        /// text made of groups of few lengths, digits beside letters, hex
+        /// prefixes, separators of every kind and JSON escapes.
+        #[test]
+        fn the_quick_look_misses_no_run(
+            parts in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::string::string_regex("[0-9]{4}").unwrap(),
+                        proptest::string::string_regex("[a-z]{4}").unwrap(),
+                        proptest::string::string_regex("[a-f0-9]{4}").unwrap(),
+                        proptest::string::string_regex("[0-9a-z]{2}").unwrap(),
+                        proptest::string::string_regex("0x[0-9a-f]{2}").unwrap(),
+                        proptest::string::string_regex("x[0-9a-f]{2}").unwrap(),
+                        proptest::string::string_regex("[a-zA-Z0-9+/=]{1,5}").unwrap(),
+                    ],
+                    proptest::prop_oneof![
+                        4 => proptest::string::string_regex("( |  |, |:)").unwrap(),
+                        1 => proptest::string::string_regex("[ :,.|;_\\\\-]{1,4}").unwrap(),
+                        1 => proptest::string::string_regex("\\\\([nu\\\\\"]|u00[0-9a-f]{2})").unwrap(),
+                        1 => proptest::string::string_regex("[é\"!]?").unwrap(),
+                    ],
+                ),
+                0..60,
+            ),
+        ) {
+            let text: String = parts.iter().map(|(g, s)| format!("{g}{s}")).collect();
+            for json in [false, true] {
+                let (whole, dump) = drops(text.as_bytes(), json);
+                let quick = may_hold_run(text.as_bytes(), json);
+                proptest::prop_assert_eq!(quick, may_hold_run_bytewise(text.as_bytes(), json), "{:?} json={}", text, json);
+                if !whole.is_empty() || !dump.is_empty() {
+                    proptest::prop_assert!(quick, "{:?} json={}", text, json);
+                }
+            }
+        }
+    }
+
+    /// Prose with numbers is told apart without listing its words; a key
+    /// in groups is not.
+    #[test]
+    fn the_quick_look_passes_prose() {
+        let prose = "deploy the billing service to eu-west-1 with 3 replicas and a canary; ";
+        assert!(!may_hold_run(prose.repeat(20).as_bytes(), true));
+        assert!(may_hold_run(b"key AKIA IOSF ODNN 7EXA MPLE", false));
+        assert!(may_hold_run(b"41 4b 49 41 49 4f", false));
     }
 
     #[test]
