@@ -515,6 +515,7 @@ pub(crate) fn may_be_grouped_json(b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn joined(s: &str) -> Option<String> {
