@@ -312,11 +312,15 @@ fn may_hold_run(b: &[u8], json: bool) -> bool {
     false
 }
 
+/// The most bytes between two groups of one run: [`MAX_GAP`] separators,
+/// each a byte or, in raw JSON, an escape's two.
+const GAP_BYTES: usize = 2 * MAX_GAP;
+
 /// Bit masks of a text, 64 bytes a block: its group bytes (as [`groups`]
 /// reads them: in raw JSON, no byte of an escape) and its digits.
 struct GroupMasks {
-    /// `(group bytes, digits in groups)` of each block; bit k is byte
-    /// `64 * i + k`.
+    /// `(group bytes, digits in groups near a letter of a group)` of each
+    /// block; bit k is byte `64 * i + k`.
     blocks: Vec<(u64, u64)>,
 }
 
@@ -325,6 +329,7 @@ impl GroupMasks {
         use super::masks::{eq, lanes, range};
         use wide::u8x32 as V;
         let mut blocks = Vec::with_capacity(b.len().div_ceil(64));
+        let mut letters = Vec::with_capacity(b.len().div_ceil(64));
         // In raw JSON, where the escapes met so far end.
         let mut skip_until = 0usize;
         for (k, chunk) in b.chunks(64).enumerate() {
@@ -364,6 +369,30 @@ impl GroupMasks {
                 group &= !skipped;
             }
             blocks.push((group, digit & group));
+            // Letters, and `+/=` with them (a few more digits looked at).
+            letters.push(group & !digit);
+        }
+        // Only a digit with a letter of a group at most `NEAR` bytes from
+        // it can be in a letter-digit pair `may_hold_run` looks for: beside
+        // it in its group, across a gap of at most `GAP_BYTES` to the next
+        // or last group, or after that group's hex prefix (`0x`).
+        const NEAR: u32 = GAP_BYTES as u32 + 3;
+        const _: () = assert!(NEAR > 7 && NEAR <= 15);
+        let letter = |k: usize| letters.get(k).copied().unwrap_or(0);
+        for (k, block) in blocks.iter_mut().enumerate() {
+            if block.1 == 0 {
+                continue;
+            }
+            let (prev, here, next) = (k.checked_sub(1).map_or(0, letter), letter(k), letter(k + 1));
+            // Each letter spread `NEAR` bytes up and down (1 + 2 + 4 + 2),
+            // across the block's edges.
+            let mut up = (here as u128) << 64 | prev as u128;
+            let mut down = (next as u128) << 64 | here as u128;
+            for s in [1, 2, 4, NEAR - 7] {
+                up |= up << s;
+                down |= down >> s;
+            }
+            block.1 &= (up >> 64) as u64 | down as u64;
         }
         GroupMasks { blocks }
     }
@@ -634,6 +663,7 @@ mod tests {
                         4 => proptest::string::string_regex("( |  |, |:)").unwrap(),
                         1 => proptest::string::string_regex("[ :,.|;_\\\\-]{1,4}").unwrap(),
                         1 => proptest::string::string_regex("\\\\([nu\\\\\"]|u00[0-9a-f]{2})").unwrap(),
+                        1 => proptest::string::string_regex("(\\\\[n\"]){2,3}").unwrap(),
                         1 => proptest::string::string_regex("[é\"!]?").unwrap(),
                     ],
                 ),
