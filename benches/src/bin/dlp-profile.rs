@@ -20,6 +20,14 @@ fn main() {
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let text = corpus::sample(class, size, false);
+    // DLP_PROFILE_ONE_LINE=1: the text without its line breaks, quotes
+    // and backslashes, as benches/ab.sh sends a class (one line of logs
+    // reads differently from many).
+    let text = if std::env::var_os("DLP_PROFILE_ONE_LINE").is_some() {
+        text.replace(['\n', '"', '\\'], "")
+    } else {
+        text
+    };
     let body = if args.get(1).map(String::as_str) == Some("near_misses") {
         // The criterion bench's clean text that keeps waking detectors up
         // (ids, SHAs, order numbers, timestamps).
