@@ -510,9 +510,8 @@ fn mixed_inside(g: &[u8]) -> bool {
 /// and, when a run holds a hex dump beside other groups, with only the
 /// dump joined. Empty when `s` holds no run.
 pub(crate) fn views(s: &str) -> Vec<View> {
-    if !may_hold_run(s.as_bytes(), false) {
-        return Vec::new();
-    }
+    // (No quick look first: the views are asked for where a gate already
+    // looked, most often at this very text, and found a run may be there.)
     let (whole, dump) = drops(s.as_bytes(), false);
     let mut out = Vec::new();
     for d in [whole, dump] {
