@@ -23,6 +23,7 @@ pub(crate) const MAX_GAP: usize = 3;
 pub(crate) const MIN_JOINED: usize = 12;
 
 /// A byte of a group: letters, digits and base64's `+/=`.
+#[cfg(test)]
 fn group_byte(b: u8) -> bool {
     CLASS[b as usize] == GROUP
 }
@@ -70,6 +71,7 @@ fn hex_prefix(g: &[u8]) -> usize {
 /// The groups of `b`: `(start, end)` of each maximal run of group bytes.
 /// With `json`, `b` is raw JSON: the byte after a backslash is an escape's
 /// letter, no part of a group, and the pair is one separator.
+#[cfg(test)]
 fn groups(b: &[u8], json: bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -133,7 +135,11 @@ fn marked(b: &[u8], run: &[(usize, usize)], skip: impl Fn(usize, usize) -> usize
 /// decode as hex from `is`; `AKIA 2345 6723 4567 QRST` must not lose its
 /// `AKIA`). The second is empty when it is the first.
 fn drops(b: &[u8], json: bool) -> (Vec<usize>, Vec<usize>) {
-    let gs = groups(b, json);
+    drops_of(b, json, &GroupMasks::of(b, json).groups())
+}
+
+/// [`drops`] with the groups of `b` found (see [`GroupMasks::groups`]).
+fn drops_of(b: &[u8], json: bool, gs: &[(usize, usize)]) -> (Vec<usize>, Vec<usize>) {
     let (mut whole, mut dump) = (Vec::new(), Vec::new());
     let mut split = false;
     // The drops of `run` when it is read joined.
@@ -248,8 +254,13 @@ fn drops(b: &[u8], json: bool) -> (Vec<usize>, Vec<usize>) {
 /// more; only groups with a digit, and their neighbours, are looked at
 /// byte by byte. `may_hold_run_bytewise` (tests) is the same look a byte
 /// at a time.
+#[cfg(test)]
 fn may_hold_run(b: &[u8], json: bool) -> bool {
-    let m = GroupMasks::of(b, json);
+    may_hold_run_in(b, json, &GroupMasks::of(b, json))
+}
+
+/// [`may_hold_run`] with the masks of `b` made.
+fn may_hold_run_in(b: &[u8], json: bool, m: &GroupMasks) -> bool {
     let mut pos = 0;
     while let Some(d) = m.next_digit(pos) {
         let k = m.group_at(d);
@@ -428,6 +439,20 @@ impl GroupMasks {
         Some(64 * k + 63 - m.leading_zeros() as usize)
     }
 
+    /// Every group `(start, end)`, in order: each maximal run of group
+    /// bytes (what `groups` lists a byte at a time; a property test holds
+    /// the two equal).
+    fn groups(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some(start) = self.next(pos, |b| b.0) {
+            let end = self.next(start, |b| !b.0).unwrap_or(64 * self.blocks.len());
+            out.push((start, end));
+            pos = end;
+        }
+        out
+    }
+
     /// The first digit in a group at or after `pos`.
     fn next_digit(&self, pos: usize) -> Option<usize> {
         self.next(pos, |b| b.1)
@@ -524,20 +549,22 @@ pub(crate) fn views(s: &str) -> Vec<View> {
 
 /// Whether `b` may hold a run of groups (see [`views`]).
 pub(crate) fn may_be_grouped(b: &[u8]) -> bool {
-    if !may_hold_run(b, false) {
+    let m = GroupMasks::of(b, false);
+    if !may_hold_run_in(b, false, &m) {
         return false;
     }
-    let (whole, dump) = drops(b, false);
+    let (whole, dump) = drops_of(b, false, &m.groups());
     !whole.is_empty() || !dump.is_empty()
 }
 
 /// [`may_be_grouped`] of a raw JSON message, whose escapes (`\n`, `\\`)
 /// are separators.
 pub(crate) fn may_be_grouped_json(b: &[u8]) -> bool {
-    if !may_hold_run(b, true) {
+    let m = GroupMasks::of(b, true);
+    if !may_hold_run_in(b, true, &m) {
         return false;
     }
-    let (whole, dump) = drops(b, true);
+    let (whole, dump) = drops_of(b, true, &m.groups());
     !whole.is_empty() || !dump.is_empty()
 }
 
@@ -672,6 +699,11 @@ mod tests {
             let text: String = parts.iter().map(|(g, s)| format!("{g}{s}")).collect();
             for json in [false, true] {
                 let (whole, dump) = drops(text.as_bytes(), json);
+                proptest::prop_assert_eq!(
+                    GroupMasks::of(text.as_bytes(), json).groups(),
+                    groups(text.as_bytes(), json),
+                    "{:?} json={}", text, json
+                );
                 let quick = may_hold_run(text.as_bytes(), json);
                 proptest::prop_assert_eq!(quick, may_hold_run_bytewise(text.as_bytes(), json), "{:?} json={}", text, json);
                 if !whole.is_empty() || !dump.is_empty() {
