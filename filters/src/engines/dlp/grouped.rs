@@ -721,6 +721,20 @@ mod tests {
         assert!(!may_hold_run(prose.repeat(20).as_bytes(), true));
         assert!(may_hold_run(b"key AKIA IOSF ODNN 7EXA MPLE", false));
         assert!(may_hold_run(b"41 4b 49 41 49 4f", false));
+        // Across 64-byte blocks, after groups longer than a block, and
+        // in raw JSON with escaped line breaks between the groups.
+        for at in [0, 1, 60, 63, 64, 65, 127, 200] {
+            let key = format!(
+                "{} {} AKIA IOSF ODNN 7EXA MPLE",
+                "x".repeat(at),
+                "ab".repeat(70)
+            );
+            assert!(may_hold_run(key.as_bytes(), false), "{at}");
+            assert!(may_be_grouped(key.as_bytes()), "{at}");
+            let raw = format!("\"{}\\nAKIA\\nIOSF\\nODNN\\n7EXA\\nMPLE\"", "y".repeat(at));
+            assert!(may_hold_run(raw.as_bytes(), true), "{at} {raw}");
+            assert!(may_be_grouped_json(raw.as_bytes()), "{at} {raw}");
+        }
     }
 
     #[test]
