@@ -627,8 +627,14 @@ async fn client(
         let ok = s == 200 && text.contains("\"result\"");
         // A call written before the kill may have reached the replica (it
         // keeps its upstream error, at most one per client); every call
-        // sent after it succeeds or is answered 404.
-        if !ok && after_kill {
+        // sent after it succeeds or is answered 404. So may one sent just
+        // after it on a pooled connection to the replica opened before
+        // it, whose close the gateway had not yet seen: written, then
+        // closed with no reply, it keeps its 502 as any written call does
+        // (it may have run). A call the gateway could not write (the
+        // replica refusing connections) is answered 404.
+        let written_then_closed = s == 502 && text.contains("connectionclosed");
+        if !ok && after_kill && !written_then_closed {
             failures.push(format!("{s} {text}"));
         } else if !ok {
             in_flight += 1;
@@ -641,7 +647,9 @@ async fn client(
 /// Two warden-mock replicas behind one server, 8 sessions calling
 /// continuously, one replica SIGKILLed: every session on it is answered
 /// 404 (the request never reached a replica), its client initializes
-/// again, and no call fails — not before, not after the re-initialise.
+/// again, and no call fails — not before, not after the re-initialise —
+/// but one per client written before the gateway saw the replica gone
+/// (it keeps its 502: it may have run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_replica_strands_no_session() {
     let a = warden_tests::Mock::start(&["--require-session"]).expect("mock a");
