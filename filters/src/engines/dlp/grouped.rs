@@ -236,6 +236,12 @@ fn drops_of(b: &[u8], json: bool, gs: &[(usize, usize)]) -> (Vec<usize>, Vec<usi
     (whole, dump)
 }
 
+/// [`may_hold_run_in`] of `b` (tests).
+#[cfg(test)]
+fn may_hold_run(b: &[u8], json: bool) -> bool {
+    may_hold_run_in(b, json, &GroupMasks::of(b, json))
+}
+
 /// Whether `b` may hold a run [`drops`] reads joined: `false` only when
 /// none can be there, which holds for most prose and is found without
 /// listing every word (listing them was about 60 % of a scan of 1 KiB of
@@ -254,12 +260,8 @@ fn drops_of(b: &[u8], json: bool, gs: &[(usize, usize)]) -> (Vec<usize>, Vec<usi
 /// more; only groups with a digit, and their neighbours, are looked at
 /// byte by byte. `may_hold_run_bytewise` (tests) is the same look a byte
 /// at a time.
-#[cfg(test)]
-fn may_hold_run(b: &[u8], json: bool) -> bool {
-    may_hold_run_in(b, json, &GroupMasks::of(b, json))
-}
-
-/// [`may_hold_run`] with the masks of `b` made.
+///
+/// `m` holds the masks of `b`.
 fn may_hold_run_in(b: &[u8], json: bool, m: &GroupMasks) -> bool {
     let mut pos = 0;
     while let Some(d) = m.next_digit(pos) {
@@ -384,7 +386,7 @@ impl GroupMasks {
             letters.push(group & !digit);
         }
         // Only a digit with a letter of a group at most `NEAR` bytes from
-        // it can be in a letter-digit pair `may_hold_run` looks for: beside
+        // it can be in a letter-digit pair `may_hold_run_in` looks for: beside
         // it in its group, across a gap of at most `GAP_BYTES` to the next
         // or last group, or after that group's hex prefix (`0x`).
         const NEAR: u32 = GAP_BYTES as u32 + 3;
@@ -446,7 +448,7 @@ impl GroupMasks {
         let mut out = Vec::new();
         let mut pos = 0;
         while let Some(start) = self.next(pos, |b| b.0) {
-            let end = self.next(start, |b| !b.0).unwrap_or(64 * self.blocks.len());
+            let end = self.end_of(start);
             out.push((start, end));
             pos = end;
         }
@@ -460,27 +462,33 @@ impl GroupMasks {
 
     /// The group `(start, end)` that holds group byte `p`.
     fn group_at(&self, p: usize) -> (usize, usize) {
-        let start = self.prev(p, |b| !b.0).map_or(0, |z| z + 1);
+        (self.start_of(p), self.end_of(p))
+    }
+
+    /// Where the group holding group byte `p` begins.
+    fn start_of(&self, p: usize) -> usize {
+        self.prev(p, |b| !b.0).map_or(0, |z| z + 1)
+    }
+
+    /// Where the group holding group byte `p` ends.
+    fn end_of(&self, p: usize) -> usize {
         // Bits past the text are no group bytes, but a text ending with a
         // full block has none past it.
-        let end = self.next(p, |b| !b.0).unwrap_or(64 * self.blocks.len());
-        (start, end)
+        self.next(p, |b| !b.0).unwrap_or(64 * self.blocks.len())
     }
 
     /// The group before the group `g`, if any: its last byte is the last
     /// group byte before `g`.
     fn before(&self, g: (usize, usize)) -> Option<(usize, usize)> {
         let last = self.prev(g.0, |b| b.0)?;
-        let start = self.prev(last, |b| !b.0).map_or(0, |z| z + 1);
-        Some((start, last + 1))
+        Some((self.start_of(last), last + 1))
     }
 
     /// The group after the group `g`, if any: it begins at the first group
     /// byte after `g`.
     fn after(&self, g: (usize, usize)) -> Option<(usize, usize)> {
         let start = self.next(g.1, |b| b.0)?;
-        let end = self.next(start, |b| !b.0).unwrap_or(64 * self.blocks.len());
-        Some((start, end))
+        Some((start, self.end_of(start)))
     }
 }
 
@@ -504,7 +512,7 @@ fn may_hold_run_bytewise(b: &[u8], json: bool) -> bool {
 }
 
 /// Whether three groups in a row can be three of one run (see
-/// [`may_hold_run`]).
+/// [`may_hold_run_in`]).
 fn shaped(b: &[u8], g: &[(usize, usize); 3], json: bool) -> bool {
     let len = |k: usize| g[k].1 - g[k].0;
     len(0) >= 2
@@ -549,23 +557,24 @@ pub(crate) fn views(s: &str) -> Vec<View> {
 
 /// Whether `b` may hold a run of groups (see [`views`]).
 pub(crate) fn may_be_grouped(b: &[u8]) -> bool {
-    let m = GroupMasks::of(b, false);
-    if !may_hold_run_in(b, false, &m) {
+    holds_run(b, false)
+}
+
+/// Whether `b` (raw JSON with `json`) holds a run `drops` reads: the
+/// quick look first, `drops` where it cannot say no.
+fn holds_run(b: &[u8], json: bool) -> bool {
+    let m = GroupMasks::of(b, json);
+    if !may_hold_run_in(b, json, &m) {
         return false;
     }
-    let (whole, dump) = drops_of(b, false, &m.groups());
+    let (whole, dump) = drops_of(b, json, &m.groups());
     !whole.is_empty() || !dump.is_empty()
 }
 
 /// [`may_be_grouped`] of a raw JSON message, whose escapes (`\n`, `\\`)
 /// are separators.
 pub(crate) fn may_be_grouped_json(b: &[u8]) -> bool {
-    let m = GroupMasks::of(b, true);
-    if !may_hold_run_in(b, true, &m) {
-        return false;
-    }
-    let (whole, dump) = drops_of(b, true, &m.groups());
-    !whole.is_empty() || !dump.is_empty()
+    holds_run(b, true)
 }
 
 #[cfg(test)]
