@@ -317,3 +317,57 @@ proptest! {
         agree(s, &t, &found)?;
     }
 }
+
+/// Texts dense in digits: hex, numbers of every length, the digit
+/// detectors' shapes, and the separators a digit run goes through.
+fn digit_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[0-9a-f]{1,64}",
+        "[0-9]{1,20}",
+        "[0-9 .()/-]{1,24}",
+        prop::sample::select(PIECES).prop_map(str::to_owned),
+    ];
+    prop::collection::vec((piece, prop::sample::select(GLUE)), 0..40)
+        .prop_map(|v| v.into_iter().map(|(p, g)| format!("{p}{g}")).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+    ))]
+
+    /// The digit detectors searched in their own windows around the runs
+    /// long enough for each find every match a search over the whole text
+    /// finds that holds such a run (what wakes them), and nothing that is
+    /// not a match.
+    #[test]
+    fn digit_windows_find_what_the_whole_text_holds(t in digit_text()) {
+        let s = scanner();
+        let group = s.digit_set.as_ref().expect("digit detectors");
+        let mut cands = Vec::new();
+        s.candidates(t.as_bytes(), &mut cands);
+        let mut runs: Vec<Cand> = cands.into_iter().filter(|c| c.det == DIGIT_GROUP).collect();
+        runs.sort_unstable_by_key(|c| c.start);
+        let glue = edges::Glue::new(&t);
+        let mut got = Vec::new();
+        s.confirm_digits(&t, &runs, group, &glue, &mut got);
+        for &(d, need) in group {
+            let mut whole = Vec::new();
+            s.run_window(d, &t, 0, t.len(), &glue, &mut whole);
+            for h in whole {
+                let holds = crate::engines::dlp::prefilter::most_digits_in_a_run(
+                    &t.as_bytes()[h.start..h.end],
+                ) >= need;
+                prop_assert!(
+                    !holds || got.contains(&h),
+                    "lost {:?} in {:?}",
+                    names(s, std::slice::from_ref(&h)),
+                    t
+                );
+            }
+        }
+        for g in &got {
+            prop_assert!(genuine(s, &t, g), "{:?} in {:?}", names(s, std::slice::from_ref(g)), t);
+        }
+    }
+}

@@ -62,9 +62,8 @@ pub struct Scanner {
     custom: Option<CustomAnchors>,
     /// Detectors that run on every string (no usable anchor).
     pub(super) always: Vec<usize>,
-    /// The digit detectors with the digits in a run each needs, and
-    /// how far a window around a digit run reaches (their longest match).
-    digit_set: Option<(Vec<(usize, usize)>, usize)>,
+    /// The digit detectors with the digits in a run each needs.
+    digit_set: Option<Vec<(usize, usize)>>,
     /// Short texts already scanned clean (see [`memo`]).
     memo: memo::Memo,
 }
@@ -106,6 +105,11 @@ fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>), St
 /// A built-in pattern with ASCII digits and word boundaries: what the
 /// validators and the prefilter understand (a Unicode digit is not a card
 /// digit).
+/// How close two windows of one digit detector are searched as one:
+/// starting a search costs more than reading a few bytes that hold no
+/// match.
+const JOIN_GAP: usize = 128;
+
 fn ascii_pattern(pattern: &str) -> String {
     pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]")
 }
@@ -176,19 +180,7 @@ impl Scanner {
             .iter()
             .map(|&(d, n)| (d as usize, n))
             .collect();
-        let digit_set = if group.is_empty() {
-            None
-        } else {
-            // As far as the longest match; an unbounded pattern (none of the
-            // built-in ones is) reaches over the whole text, so no padding
-            // hides its match.
-            let reach = group
-                .iter()
-                .map(|&(d, _)| detectors[d].max_len.unwrap_or(usize::MAX))
-                .max()
-                .unwrap_or(0);
-            Some((group, reach))
-        };
+        let digit_set = (!group.is_empty()).then_some(group);
         let mut anchors: Vec<String> = Vec::new();
         let mut owner = Vec::new();
         for c in custom {
@@ -561,13 +553,17 @@ impl Scanner {
                 self.run_at(det as usize, s, start, &glue, out);
                 continue;
             }
-            let window = |c: &Cand| match (det, &self.digit_set) {
-                (DIGIT_GROUP, Some((_, reach))) => (
-                    c.start.saturating_sub(*reach),
-                    c.end.saturating_add(*reach).min(len),
-                ),
-                _ => Self::window(&self.detectors[det as usize], c, len),
-            };
+            if det == DIGIT_GROUP {
+                let from = i;
+                while cands.get(i).is_some_and(|c| c.det == DIGIT_GROUP) {
+                    i += 1;
+                }
+                if let Some(group) = &self.digit_set {
+                    self.confirm_digits(s, &cands[from..i], group, &glue, out);
+                }
+                continue;
+            }
+            let window = |c: &Cand| Self::window(&self.detectors[det as usize], c, len);
             let (w0, mut w1) = window(&cands[i]);
             i += 1;
             while let Some(c) = cands.get(i).filter(|c| c.det == det) {
@@ -578,29 +574,69 @@ impl Scanner {
                 w1 = w1.max(b);
                 i += 1;
             }
-            match (det, &self.digit_set) {
-                (DIGIT_GROUP, Some((group, _))) => {
-                    // Every match of a digit detector holds a run of as many
-                    // digits as wake it: in a window whose longest run is
-                    // shorter, it cannot match. Each that can is run on its
-                    // own: one search over the set of them in overlapping
-                    // mode, as before, thrashed its lazy DFA on long windows
-                    // (hex digests: a second for 256 KiB) and cost more than
-                    // these searches on short ones too (measured).
-                    let most = super::prefilter::most_digits_in_a_run(&s.as_bytes()[w0..w1]);
-                    for &(d, need) in group {
-                        if need <= most {
-                            self.run_window(d, s, w0, w1, &glue, out);
-                        }
-                    }
-                }
-                (DIGIT_GROUP, None) => {}
-                _ if self.detectors[det as usize].at_anchor => {}
-                _ => self.run_window(det as usize, s, w0, w1, &glue, out),
+            if !self.detectors[det as usize].at_anchor {
+                self.run_window(det as usize, s, w0, w1, &glue, out);
             }
         }
         for &det in &self.always {
             self.run_window(det, s, 0, len, &glue, out);
+        }
+    }
+
+    /// The digit detectors around the prefilter's digit runs `runs` (in
+    /// order of their start). Every match of a digit detector holds a run
+    /// of at least as many digits as wake it, and is no longer than its
+    /// longest match: so each detector searches only the windows that
+    /// reach that far around the runs long enough for it, merged. Its
+    /// findings are those of a search over the whole text: no match lies
+    /// across two of its windows, and the search in a window begins where
+    /// the whole-text search would resume. (The windows of one reach for
+    /// all of them, tried by the longest run in each, had every detector
+    /// search most of a text of hex digests, in which runs of three or
+    /// four digits are everywhere.) Each detector is run on its own: one
+    /// search over the set of them in overlapping mode thrashed its lazy
+    /// DFA on long windows (hex digests: a second for 256 KiB) and cost
+    /// more than these searches on short ones too (measured).
+    fn confirm_digits(
+        &self,
+        s: &str,
+        runs: &[Cand],
+        group: &[(usize, usize)],
+        glue: &edges::Glue<'_>,
+        out: &mut Vec<Hit>,
+    ) {
+        let len = s.len();
+        let digits: Vec<usize> = runs
+            .iter()
+            .map(|c| super::prefilter::most_digits_in_a_run(&s.as_bytes()[c.start..c.end]))
+            .collect();
+        for &(d, need) in group {
+            // A match holds `need` digits of its run and is no longer than
+            // the longest match: it reaches past the run by at most the
+            // difference. An unbounded pattern (none of the built-in ones
+            // is) reaches over the whole text, so no padding hides its
+            // match.
+            let reach = self.detectors[d]
+                .max_len
+                .map_or(usize::MAX, |n| n.saturating_sub(need));
+            let mut window: Option<(usize, usize)> = None;
+            for (c, _) in runs.iter().zip(&digits).filter(|(_, &n)| n >= need) {
+                let (a, b) = (
+                    c.start.saturating_sub(reach),
+                    c.end.saturating_add(reach).min(len),
+                );
+                match &mut window {
+                    Some((_, w1)) if a <= w1.saturating_add(JOIN_GAP) => *w1 = (*w1).max(b),
+                    _ => {
+                        if let Some((w0, w1)) = window.replace((a, b)) {
+                            self.run_window(d, s, w0, w1, glue, out);
+                        }
+                    }
+                }
+            }
+            if let Some((w0, w1)) = window {
+                self.run_window(d, s, w0, w1, glue, out);
+            }
         }
     }
 
