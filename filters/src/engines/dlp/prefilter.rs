@@ -570,12 +570,15 @@ impl Prefilter {
                     || at_least(m.digit, self.min_digits.min(9))
                     || (!self.dotted.is_empty() && at_least(digits_between_dots, 3)))
             {
+                // A backslash at the very end marks the padding after it
+                // as its escape's letter: no run goes past the text.
                 let sep = separators(block);
+                let inside = span_mask(0, (hay.len() - off).min(64) as u32);
                 self.runs(
                     off,
                     m.digit,
                     m.dot,
-                    m.digit | sep | esc,
+                    (m.digit | sep | esc) & inside,
                     &mut carry.run,
                     out,
                 );

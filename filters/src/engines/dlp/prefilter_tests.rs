@@ -18,6 +18,21 @@ fn cands(p: &Prefilter, s: &[u8]) -> Vec<Cand> {
     out
 }
 
+/// Review: a backslash ending the text took the padding after it for its
+/// escape's letter, and a run of digits before it ended past the text.
+#[test]
+fn a_run_ends_inside_the_text() {
+    let p = digits_only(9);
+    for pad in 0..70 {
+        for tail in ["\\", "\\\\", " \\", "-\\"] {
+            let s = format!("{}0123456789{tail}", "x".repeat(pad));
+            for c in cands(&p, s.as_bytes()) {
+                assert!(c.end <= s.len(), "{s:?}: {c:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn digit_runs_cross_blocks_and_escapes() {
     let p = digits_only(9);
