@@ -68,6 +68,11 @@ impl Decoded<'_> {
     }
 }
 
+/// The runs [`each`] reads in `s`, in order: `(start, end)`.
+pub(crate) fn run_spans(s: &str) -> Vec<(usize, usize)> {
+    runs(s.as_bytes(), false).collect()
+}
+
 /// Whether `b` has anything [`each`] would decode: a `%XX` escape or a
 /// run of at least [`MIN_RUN`] base64 characters, decoded or not. For the
 /// strings of a message [`may_hold_json`] found encoded text in,
@@ -498,11 +503,20 @@ fn past_base64(b: &[u8], mut i: usize, fast: bool) -> usize {
     i
 }
 
-/// Every decoded text in `s`.
+/// Every decoded text in `s`, but of the runs `read` says were read
+/// already (`(start, end)`).
 /// A run `memo` holds is not decoded again.
-pub(crate) fn each(s: &str, memo: Option<&Decodings<'_>>, mut f: impl FnMut(Decoded<'_>)) {
+pub(crate) fn each(
+    s: &str,
+    memo: Option<&Decodings<'_>>,
+    read: impl Fn(usize, usize) -> bool,
+    mut f: impl FnMut(Decoded<'_>),
+) {
     let b = s.as_bytes();
     for (start, end) in runs(b, false) {
+        if read(start, end) {
+            continue;
+        }
         let run = &b[start..end];
         let fresh;
         let texts = match memo.and_then(|m| m.runs.get(run)) {
@@ -681,10 +695,15 @@ mod tests {
 
     fn all(s: &str) -> Vec<(String, usize, usize)> {
         let mut v = Vec::new();
-        each(s, None, |d| {
-            let (a, b) = d.original(0, d.text.len());
-            v.push((d.text.into_owned(), a, b));
-        });
+        each(
+            s,
+            None,
+            |_, _| false,
+            |d| {
+                let (a, b) = d.original(0, d.text.len());
+                v.push((d.text.into_owned(), a, b));
+            },
+        );
         v
     }
 
@@ -705,7 +724,7 @@ mod tests {
         let got = all(p);
         assert_eq!(got, [(String::from("x AKIAIOSFODNN7EXAMPLE"), 0, p.len())]);
         let mut spans = Vec::new();
-        each(p, None, |d| spans.push(d.original(2, 6)));
+        each(p, None, |_, _| false, |d| spans.push(d.original(2, 6)));
         assert_eq!(spans, [(2, 8)], "the escape and letters of `AKIA`");
     }
 

@@ -397,6 +397,20 @@ impl View {
         (self.from[start], next)
     }
 
+    /// Where the view's bytes `start..end` begin in the original when
+    /// they are its bytes there, copied one for one with nothing dropped
+    /// among them or right after them.
+    pub(crate) fn unmoved(&self, start: usize, end: usize) -> Option<usize> {
+        let o = *self.from.get(start)?;
+        let one_for_one = self
+            .from
+            .get(start..=end)?
+            .iter()
+            .zip(o..)
+            .all(|(&f, k)| f == k);
+        one_for_one.then_some(o)
+    }
+
     /// [`View::original`] ending with the last character that produced
     /// `end - 1`: for views that drop separators between groups, where
     /// what was dropped after a match is the gap before the next group
@@ -684,6 +698,23 @@ mod tests {
     }
 
     /// [`View::without`] as it was first written: character by character.
+    /// A view's bytes are unmoved where they are the original's, one for
+    /// one, with nothing dropped among them or right after them.
+    #[test]
+    fn unmoved_bytes_are_the_originals_one_for_one() {
+        let v = View::without("ab-cd ef-gh", &[2, 8]);
+        assert_eq!(v.text, "abcd efgh");
+        assert_eq!(v.unmoved(0, 2), None, "a drop right after");
+        assert_eq!(v.unmoved(0, 3), None, "a drop among them");
+        assert_eq!(v.unmoved(2, 4), Some(3));
+        assert_eq!(v.unmoved(3, 6), Some(4));
+        assert_eq!(v.unmoved(7, 9), Some(9), "to the end");
+        assert_eq!(v.unmoved(7, 10), None, "past the end");
+        let w = View::without("é-abc", &[2]);
+        assert_eq!(w.unmoved(0, 2), None, "one character's two bytes");
+        assert_eq!(w.unmoved(2, 5), Some(3));
+    }
+
     fn without_reference(s: &str, drop: &[usize]) -> (String, Vec<usize>) {
         let (mut text, mut from) = (String::new(), Vec::new());
         let mut next = drop.iter().peekable();

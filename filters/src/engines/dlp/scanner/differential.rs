@@ -371,3 +371,78 @@ proptest! {
         }
     }
 }
+
+/// Texts of groups around encoded runs: base64 and hex of secrets, wrapped
+/// or set apart in groups, beside tokens and words.
+fn grouped_text() -> impl Strategy<Value = String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secrets = [
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "password=Sup3rS3cretValue!",
+        "4111 1111 1111 1111",
+        "123-45-6789",
+    ];
+    let mut encoded: Vec<String> = Vec::new();
+    for s in secrets {
+        encoded.push(b64(s));
+        encoded.push(hex::encode(s));
+        encoded.push(s.to_owned());
+    }
+    let piece = prop_oneof![
+        prop::sample::select(encoded),
+        "[A-Za-z0-9+/]{16,48}",
+        "[0-9a-f]{4,64}",
+        "[A-Za-z0-9]{2,6}",
+        prop::sample::select(PIECES).prop_map(str::to_owned),
+    ];
+    let cut = (
+        piece,
+        2usize..9,
+        prop::sample::select(&[" ", "-", "\n", ":", ". ", ""][..]),
+    );
+    prop::collection::vec(cut, 1..14).prop_map(|v| {
+        let mut t = String::new();
+        for (p, n, sep) in v {
+            // Some pieces cut into groups of `n` (`AKIA IOSF ODNN …`).
+            if n % 3 == 0 && p.is_ascii() {
+                let groups: Vec<&str> = p
+                    .as_bytes()
+                    .chunks(n)
+                    .map(|c| std::str::from_utf8(c).unwrap_or(""))
+                    .collect();
+                t.push_str(&groups.join(sep));
+            } else {
+                t.push_str(&p);
+            }
+            t.push_str(if n % 2 == 0 { " " } else { sep });
+        }
+        t
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+    ))]
+
+    /// The views of joined groups pass over the runs the text itself read
+    /// for what they encode, and find what they found reading them again.
+    #[test]
+    fn views_pass_over_runs_read_and_lose_nothing(t in grouped_text()) {
+        let s = scanner();
+        let scan = |all: bool| {
+            READ_ALL.with(|r| r.set(all));
+            let mut found = Vec::new();
+            let mut cands = Vec::new();
+            let seen = s.candidates(t.as_bytes(), &mut cands);
+            s.scan_with_all(&t, &mut cands, &mut found, Gate::of(&seen, t.as_bytes()), None);
+            READ_ALL.with(|r| r.set(false));
+            let mut n = names(s, &found);
+            n.sort();
+            n
+        };
+        prop_assert_eq!(scan(false), scan(true), "{:?}", t);
+    }
+}

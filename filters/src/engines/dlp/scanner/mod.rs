@@ -405,14 +405,29 @@ impl Scanner {
             self.view_matches(s, &sp, out);
         }
         if gate.encoded {
-            self.encoded_matches(s, out, depth, memo);
+            self.encoded_matches(s, out, depth, memo, |_, _| false);
         }
         if gate.grouped && depth < encoded::MAX_DEPTH {
-            for g in grouped::views(s) {
+            let views = grouped::views(s);
+            // The runs of `s` just read for what they encode. A run of a
+            // view that is one of them, byte for byte at the same place,
+            // reads as it did there (a run is a finding whole), one
+            // encoding less deep: only the runs the joined groups make or
+            // change are read again.
+            let read = if gate.encoded && !views.is_empty() && !tests_read_all() {
+                encoded::run_spans(s)
+            } else {
+                Vec::new()
+            };
+            for g in views {
                 // The joined groups as they are and for what they encode.
                 let mut inner = Vec::new();
                 self.scan_as_is(&g.text, &mut inner);
-                self.encoded_matches(&g.text, &mut inner, depth + 1, None);
+                let unchanged = |a: usize, b: usize| {
+                    g.unmoved(a, b)
+                        .is_some_and(|o| read.binary_search(&(o, o + b - a)).is_ok())
+                };
+                self.encoded_matches(&g.text, &mut inner, depth + 1, memo, unchanged);
                 mapped(out, inner, |a, b| g.original_tight(s, a, b));
             }
         }
@@ -421,17 +436,19 @@ impl Scanner {
     /// The matches in the text encoded inside `s` (`depth` encodings
     /// down), as spans of `s`: see [`encoded`].
     /// Runs `memo` holds are read from it.
+    /// Runs `read` names (`(start, end)`) are passed over.
     fn encoded_matches(
         &self,
         s: &str,
         out: &mut Vec<Hit>,
         depth: u8,
         memo: Option<&encoded::Decodings<'_>>,
+        read: impl Fn(usize, usize) -> bool,
     ) {
         if depth >= encoded::MAX_DEPTH {
             return;
         }
-        encoded::each(s, memo, |d| {
+        encoded::each(s, memo, read, |d| {
             let mut found = Vec::new();
             let seen = self.scan_as_is(&d.text, &mut found);
             let view = normalise::view(&d.text);
@@ -608,7 +625,10 @@ impl Scanner {
         let len = s.len();
         let digits: Vec<usize> = runs
             .iter()
-            .map(|c| super::prefilter::most_digits_in_a_run(&s.as_bytes()[c.start..c.end]))
+            .map(|c| {
+                let b = s.as_bytes();
+                super::prefilter::most_digits_in_a_run(&b[c.start.min(len)..c.end.min(len)])
+            })
             .collect();
         for &(d, need) in group {
             // A match holds `need` digits of its run and is no longer than
@@ -735,6 +755,20 @@ impl Scanner {
             };
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the views read every run again, as before they passed over
+    /// the runs the text read (the reference they are held to).
+    pub(super) static READ_ALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn tests_read_all() -> bool {
+    #[cfg(test)]
+    return READ_ALL.with(|r| r.get());
+    #[cfg(not(test))]
+    false
 }
 
 /// The first match of `d` in `input` and its group 1 (`caps` is `Some` for
