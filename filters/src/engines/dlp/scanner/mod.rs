@@ -62,8 +62,8 @@ pub struct Scanner {
     custom: Option<CustomAnchors>,
     /// Detectors that run on every string (no usable anchor).
     pub(super) always: Vec<usize>,
-    /// The digit detectors with the digits in a run each needs.
-    digit_set: Option<Vec<(usize, usize)>>,
+    /// The digit detectors and the windows each searches.
+    digit_set: Option<Vec<DigitSearch>>,
     /// Short texts already scanned clean (see [`memo`]).
     memo: memo::Memo,
 }
@@ -105,6 +105,17 @@ fn compile(name: &str, pattern: &str) -> Result<(Regex, bool, Option<usize>), St
 /// A built-in pattern with ASCII digits and word boundaries: what the
 /// validators and the prefilter understand (a Unicode digit is not a card
 /// digit).
+/// Where a detector woken by a run of digits searches: around each run of
+/// at least `need` digits, `reach` bytes past it, windows closer than
+/// `gap` searched as one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DigitSearch {
+    pub(super) det: usize,
+    pub(super) need: usize,
+    pub(super) reach: usize,
+    pub(super) gap: usize,
+}
+
 /// How close two windows of one digit detector are searched as one:
 /// starting a search costs more than reading a few bytes that hold no
 /// match.
@@ -175,10 +186,46 @@ impl Scanner {
             Some(g) if g.run != 0 => g.run.min(encoded::MIN_RUN),
             _ => encoded::MIN_RUN,
         });
-        let group: Vec<(usize, usize)> = pre
-            .digit_counts()
+        let counts = pre.digit_counts();
+        // The reach of the windows all digit detectors once shared: their
+        // longest match (an unbounded pattern, which none of the built-in
+        // ones is, reaches over the whole text).
+        let widest = counts
             .iter()
-            .map(|&(d, n)| (d as usize, n))
+            .map(|&(d, _)| detectors[d as usize].max_len.unwrap_or(usize::MAX))
+            .max()
+            .unwrap_or(0);
+        let group: Vec<DigitSearch> = counts
+            .iter()
+            .map(|&(d, need)| {
+                let d = d as usize;
+                let own_run = SPECS.get(d).is_some_and(|s| {
+                    s.triggers
+                        .iter()
+                        .all(|t| matches!(t, detectors::Trigger::Digits(_)))
+                });
+                match (own_run, detectors[d].max_len) {
+                    // A match holds `need` digits of its run and is no
+                    // longer than the longest match: it reaches past the
+                    // run by at most the difference.
+                    (true, Some(n)) => DigitSearch {
+                        det: d,
+                        need,
+                        reach: n.saturating_sub(need),
+                        gap: JOIN_GAP,
+                    },
+                    // A detector woken by other triggers too (an IBAN: its
+                    // account part's letters break the run of digits) need
+                    // not hold its run: it searches the windows every
+                    // detector searched before, around every run.
+                    _ => DigitSearch {
+                        det: d,
+                        need: 0,
+                        reach: widest,
+                        gap: 0,
+                    },
+                }
+            })
             .collect();
         let digit_set = (!group.is_empty()).then_some(group);
         let mut anchors: Vec<String> = Vec::new();
@@ -601,13 +648,14 @@ impl Scanner {
     }
 
     /// The digit detectors around the prefilter's digit runs `runs` (in
-    /// order of their start). Every match of a digit detector holds a run
-    /// of at least as many digits as wake it, and is no longer than its
-    /// longest match: so each detector searches only the windows that
-    /// reach that far around the runs long enough for it, merged. Its
-    /// findings are those of a search over the whole text: no match lies
-    /// across two of its windows, and the search in a window begins where
-    /// the whole-text search would resume. (The windows of one reach for
+    /// order of their start). A match of a detector woken only by digits
+    /// holds a run of at least as many digits as wake it, and is no longer
+    /// than its longest match: so it searches only the windows that reach
+    /// that far around the runs long enough for it, merged. Its findings
+    /// are those of a search over the whole text: no match lies across two
+    /// of its windows, and the search in a window begins where the
+    /// whole-text search would resume. One woken by other triggers too
+    /// searches every window all of them searched before. (The windows of one reach for
     /// all of them, tried by the longest run in each, had every detector
     /// search most of a text of hex digests, in which runs of three or
     /// four digits are everywhere.) Each detector is run on its own: one
@@ -618,7 +666,7 @@ impl Scanner {
         &self,
         s: &str,
         runs: &[Cand],
-        group: &[(usize, usize)],
+        group: &[DigitSearch],
         glue: &edges::Glue<'_>,
         out: &mut Vec<Hit>,
     ) {
@@ -630,32 +678,24 @@ impl Scanner {
                 super::prefilter::most_digits_in_a_run(&b[c.start.min(len)..c.end.min(len)])
             })
             .collect();
-        for &(d, need) in group {
-            // A match holds `need` digits of its run and is no longer than
-            // the longest match: it reaches past the run by at most the
-            // difference. An unbounded pattern (none of the built-in ones
-            // is) reaches over the whole text, so no padding hides its
-            // match.
-            let reach = self.detectors[d]
-                .max_len
-                .map_or(usize::MAX, |n| n.saturating_sub(need));
+        for g in group {
             let mut window: Option<(usize, usize)> = None;
-            for (c, _) in runs.iter().zip(&digits).filter(|(_, &n)| n >= need) {
+            for (c, _) in runs.iter().zip(&digits).filter(|(_, &n)| n >= g.need) {
                 let (a, b) = (
-                    c.start.saturating_sub(reach),
-                    c.end.saturating_add(reach).min(len),
+                    c.start.saturating_sub(g.reach),
+                    c.end.saturating_add(g.reach).min(len),
                 );
                 match &mut window {
-                    Some((_, w1)) if a <= w1.saturating_add(JOIN_GAP) => *w1 = (*w1).max(b),
+                    Some((_, w1)) if a <= w1.saturating_add(g.gap) => *w1 = (*w1).max(b),
                     _ => {
                         if let Some((w0, w1)) = window.replace((a, b)) {
-                            self.run_window(d, s, w0, w1, glue, out);
+                            self.run_window(g.det, s, w0, w1, glue, out);
                         }
                     }
                 }
             }
             if let Some((w0, w1)) = window {
-                self.run_window(d, s, w0, w1, glue, out);
+                self.run_window(g.det, s, w0, w1, glue, out);
             }
         }
     }
