@@ -68,7 +68,9 @@ AB_FILLER="ticket OPS-4821: roll back at 14:05 UTC on 3 pods (v2.7.1), owner @sr
 # ab.sh, a profile trained on prose alone: base64 93.6 µs per call with
 # it, 92.4 without).
 cargo build --release -q -p warden-benches --bin warden-corpus
-for class in base64_random hex_hashes tokens letter_run logs minified_json; do
+# (Not the tokens class: its JWTs are secrets the example bundle blocks,
+# and ab.sh measures calls that are forwarded; it stopped this script.)
+for class in base64_random hex_hashes letter_run logs minified_json; do
   AB_FILLER="$(target/release/warden-corpus text "$class" 300 | tr -d '\n"\\')" \
     bash benches/ab.sh "$SECS" 1 "$gen"
 done
