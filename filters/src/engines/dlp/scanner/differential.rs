@@ -316,25 +316,6 @@ proptest! {
         prop_assert_eq!(names(s, &found), names(s, &direct), "{:?}", t);
         agree(s, &t, &found)?;
     }
-}
-
-/// Texts dense in digits: hex, numbers of every length, the digit
-/// detectors' shapes, and the separators a digit run goes through.
-fn digit_text() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        "[0-9a-f]{1,64}",
-        "[0-9]{1,20}",
-        "[0-9 .()/-]{1,24}",
-        prop::sample::select(PIECES).prop_map(str::to_owned),
-    ];
-    prop::collection::vec((piece, prop::sample::select(GLUE)), 0..40)
-        .prop_map(|v| v.into_iter().map(|(p, g)| format!("{p}{g}")).collect())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
-    ))]
 
     /// The digit detectors searched in their own windows around the runs
     /// long enough for each find every match a search over the whole text
@@ -379,6 +360,38 @@ proptest! {
             prop_assert!(genuine(s, &t, g), "{:?} in {:?}", names(s, std::slice::from_ref(g)), t);
         }
     }
+
+    /// The views of joined groups pass over the runs the text itself read
+    /// for what they encode, and find what they found reading them again.
+    #[test]
+    fn views_pass_over_runs_read_and_lose_nothing(t in grouped_text()) {
+        let s = scanner();
+        let scan = |all: bool| {
+            READ_ALL.with(|r| r.set(all));
+            let mut found = Vec::new();
+            let mut cands = Vec::new();
+            let seen = s.candidates(t.as_bytes(), &mut cands);
+            s.scan_with_all(&t, &mut cands, &mut found, Gate::of(&seen, t.as_bytes()), None);
+            READ_ALL.with(|r| r.set(false));
+            let mut n = names(s, &found);
+            n.sort();
+            n
+        };
+        prop_assert_eq!(scan(false), scan(true), "{:?}", t);
+    }
+}
+
+/// Texts dense in digits: hex, numbers of every length, the digit
+/// detectors' shapes, and the separators a digit run goes through.
+fn digit_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[0-9a-f]{1,64}",
+        "[0-9]{1,20}",
+        "[0-9 .()/-]{1,24}",
+        prop::sample::select(PIECES).prop_map(str::to_owned),
+    ];
+    prop::collection::vec((piece, prop::sample::select(GLUE)), 0..40)
+        .prop_map(|v| v.into_iter().map(|(p, g)| format!("{p}{g}")).collect())
 }
 
 /// Texts of groups around encoded runs: base64 and hex of secrets, wrapped
@@ -429,29 +442,4 @@ fn grouped_text() -> impl Strategy<Value = String> {
         }
         t
     })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
-    ))]
-
-    /// The views of joined groups pass over the runs the text itself read
-    /// for what they encode, and find what they found reading them again.
-    #[test]
-    fn views_pass_over_runs_read_and_lose_nothing(t in grouped_text()) {
-        let s = scanner();
-        let scan = |all: bool| {
-            READ_ALL.with(|r| r.set(all));
-            let mut found = Vec::new();
-            let mut cands = Vec::new();
-            let seen = s.candidates(t.as_bytes(), &mut cands);
-            s.scan_with_all(&t, &mut cands, &mut found, Gate::of(&seen, t.as_bytes()), None);
-            READ_ALL.with(|r| r.set(false));
-            let mut n = names(s, &found);
-            n.sort();
-            n
-        };
-        prop_assert_eq!(scan(false), scan(true), "{:?}", t);
-    }
 }
