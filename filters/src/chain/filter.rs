@@ -166,6 +166,10 @@ pub struct Message<'a> {
     /// [`crate::engines::dlp::stream_text`]). DLP reads this message's text
     /// after it, so data split across events is one text.
     pub stream_before: Option<&'a str>,
+    /// The text this message shows on its stream, when the caller read it
+    /// (for its stream's tail) before the chain runs: DLP reads it after
+    /// `stream_before` without walking the message again.
+    pub stream_shown: Option<&'a crate::engines::dlp::Shown>,
     arguments: std::cell::OnceCell<Option<serde_json::Value>>,
     value: std::cell::OnceCell<Option<serde_json::Value>>,
     /// The bytes as text, when they are UTF-8 (checked at most once: the
@@ -299,6 +303,7 @@ impl<'a> Message<'a> {
             ledger_matched: false,
             stream_call: StreamCall::None,
             stream_before: None,
+            stream_shown: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             text: std::cell::OnceCell::new(),
@@ -346,6 +351,8 @@ impl<'a> Message<'a> {
             ledger_matched: self.ledger_matched,
             stream_call: self.stream_call,
             stream_before: self.stream_before,
+            // Read from the bytes this message replaces.
+            stream_shown: None,
             arguments: std::cell::OnceCell::new(),
             value: std::cell::OnceCell::new(),
             text: std::cell::OnceCell::new(),

@@ -83,7 +83,8 @@ impl Scanner {
     /// holds findings. `before`: the tail of the text a client assembled
     /// from the earlier messages of the stream `raw` came on; a finding
     /// that crosses from it into `raw`'s text (see [`stream::items`]) is
-    /// reported over its part in `raw`.
+    /// reported over its part in `raw`. `shown`: the text `raw` shows
+    /// (see [`stream::Shown`]), when the caller has read it already.
     pub(crate) fn locate<'a>(
         &self,
         raw: &'a [u8],
@@ -91,6 +92,7 @@ impl Scanner {
         sampling: bool,
         echoed_id: bool,
         before: Option<&str>,
+        shown: Option<&stream::Shown>,
     ) -> Result<Vec<Located<'a>>, Uninspectable> {
         let before = before.filter(|b| !b.is_empty());
         let mut cands = Vec::new();
@@ -112,7 +114,10 @@ impl Scanner {
         // `content`, or of strings).
         let lists = items::has_list(raw);
         // And numbers written with an exponent, read as printed.
-        if seen.plain()
+        // A message with nothing any of those reads: none of its strings
+        // holds a finding of its own (it may still complete one the
+        // stream's earlier text began, below).
+        let clean = seen.plain()
             && !seen.exponent
             && ascii
             && self.always.is_empty()
@@ -120,13 +125,12 @@ impl Scanner {
             && !spaced
             && !grouped
             && !lists
-            && before.is_none()
             && !may_assign(raw)
             && (cands.is_empty()
                 || (part.is_none()
                     && numbers_read_alone()
-                    && self.numbers_alone_clean(raw, &cands)))
-        {
+                    && self.numbers_alone_clean(raw, &cands)));
+        if clean && before.is_none() {
             return Ok(found);
         }
         cands.sort_unstable_by_key(|c| c.start);
@@ -138,164 +142,162 @@ impl Scanner {
         };
         let mut bad = false;
         let mut listed = Vec::new();
-        let mut streamed = Vec::new();
-        walk::walk(raw, part, sampling, |st| {
-            // The top-level `id` of a reply is the client's own, matched to
-            // its request byte for byte: nothing of the server's.
-            if echoed_id && st.path == ".id" {
-                return false;
-            }
-            if !st.is_key && !st.number && !st.binary {
-                listed.extend(items::Item::at(st.path, st.start, st.end, st.escaped));
-                if before.is_some() && stream::shown(st.path) {
-                    streamed.push((st.path.to_owned(), st.start, st.end, st.escaped));
-                }
-            }
-            // Binary content is read for the text it may decode to; what
-            // is found there covers the whole member.
-            if st.binary {
-                let Ok(b64) = std::str::from_utf8(&raw[st.start..st.end]) else {
+        if !clean {
+            walk::walk(raw, part, sampling, |st| {
+                // The top-level `id` of a reply is the client's own, matched to
+                // its request byte for byte: nothing of the server's.
+                if echoed_id && st.path == ".id" {
                     return false;
+                }
+                if !st.is_key && !st.number && !st.binary {
+                    listed.extend(items::Item::at(st.path, st.start, st.end, st.escaped));
+                }
+                // Binary content is read for the text it may decode to; what
+                // is found there covers the whole member.
+                if st.binary {
+                    let Ok(b64) = std::str::from_utf8(&raw[st.start..st.end]) else {
+                        return false;
+                    };
+                    let mut hits = Vec::new();
+                    self.binary_matches(b64, &mut hits);
+                    if hits.is_empty() {
+                        return false;
+                    }
+                    found.push(Located {
+                        path: st.path.to_owned(),
+                        start: st.start,
+                        end: st.end,
+                        text: Cow::Borrowed(b64),
+                        hits,
+                        is_key: false,
+                        number: false,
+                    });
+                    return true;
+                }
+                // A number is scanned on its own text: the raw pass reads its
+                // digits joined to what precedes it (`: 4111…`), so its
+                // candidates may start outside it. It is read as each reader
+                // prints it (`number_views`: `4.1111111111111115e15` is a card
+                // number to a JavaScript client), as it is written, and by its
+                // digits before an exponent (`4111111111111111e-400`, which a
+                // reader of the text sees whatever it parses to). Every
+                // reading's findings count (one rule may cover a card in one
+                // and no rule an SSN in another): the number is replaced by
+                // the readings that hold findings, joined by spaces. Fewer
+                // than six digits is no finding of any detector.
+                if st.number {
+                    let Some(read) = self.number_hits(&raw[st.start..st.end]) else {
+                        bad = true;
+                        return false;
+                    };
+                    let Some((text, hits)) = read else {
+                        return false;
+                    };
+                    found.push(Located {
+                        path: st.path.to_owned(),
+                        start: st.start,
+                        end: st.end,
+                        text: Cow::Owned(text),
+                        hits,
+                        is_key: false,
+                        number: true,
+                    });
+                    return true;
+                }
+                let (lo, hi) = if st.escaped || st.number {
+                    (0, 0)
+                } else {
+                    (
+                        cands.partition_point(|c| c.start < st.start),
+                        cands.partition_point(|c| c.start < st.end),
+                    )
                 };
+                // A value under a secret-like key (`"password": "…"` in
+                // structured content) is also read as the assignment a reader
+                // sees in it, `password=…`.
+                let assigned = (!st.is_key && !st.number)
+                    .then(|| secret_key(st.path))
+                    .flatten();
+                if !st.escaped
+                    && !st.number
+                    && lo == hi
+                    && self.always.is_empty()
+                    && assigned.is_none()
+                    && (ascii || plain(&raw[st.start..st.end]))
+                    && !(encoded && super::encoded::has_run(&raw[st.start..st.end]))
+                    && !(spaced && super::normalise::may_be_spaced(&raw[st.start..st.end]))
+                    && !(grouped && super::grouped::may_be_grouped(&raw[st.start..st.end]))
+                {
+                    return false;
+                }
+                let text = match walk::decode(raw, st.start, st.end, st.escaped) {
+                    Some(t) => t,
+                    None => {
+                        bad = true;
+                        return false;
+                    }
+                };
+                // Every detector's matches, overlapping or not: which of them
+                // a rule applies to is the filter's to say before any is
+                // dropped (a card inside a password's value is still a card).
                 let mut hits = Vec::new();
-                self.binary_matches(b64, &mut hits);
+                if st.escaped || st.number {
+                    self.scan_str_all_with(&text, &mut hits, decodings.as_ref());
+                } else {
+                    let mut local: Vec<Cand> = cands[lo..hi]
+                        .iter()
+                        .map(|c| Cand {
+                            det: c.det,
+                            start: c.start - st.start,
+                            end: c.end.min(st.end) - st.start,
+                        })
+                        .collect();
+                    self.scan_with_all(&text, &mut local, &mut hits, gate, decodings.as_ref());
+                }
+                if let Some(k) = assigned {
+                    let joined = format!("{k}={text}");
+                    let off = k.len() + 1;
+                    let mut more = Vec::new();
+                    self.scan_str_all(&joined, &mut more);
+                    for h in more {
+                        // What lies in the value, and a match over the key and
+                        // value as the whole value.
+                        if h.end <= off {
+                            continue;
+                        }
+                        let hit = Hit {
+                            detector: h.detector,
+                            start: h.start.saturating_sub(off),
+                            end: h.end - off,
+                        };
+                        if hit.start < hit.end && !hits.contains(&hit) {
+                            hits.push(hit);
+                        }
+                    }
+                    hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+                }
                 if hits.is_empty() {
                     return false;
                 }
-                found.push(Located {
-                    path: st.path.to_owned(),
-                    start: st.start,
-                    end: st.end,
-                    text: Cow::Borrowed(b64),
-                    hits,
-                    is_key: false,
-                    number: false,
-                });
-                return true;
-            }
-            // A number is scanned on its own text: the raw pass reads its
-            // digits joined to what precedes it (`: 4111…`), so its
-            // candidates may start outside it. It is read as each reader
-            // prints it (`number_views`: `4.1111111111111115e15` is a card
-            // number to a JavaScript client), as it is written, and by its
-            // digits before an exponent (`4111111111111111e-400`, which a
-            // reader of the text sees whatever it parses to). Every
-            // reading's findings count (one rule may cover a card in one
-            // and no rule an SSN in another): the number is replaced by
-            // the readings that hold findings, joined by spaces. Fewer
-            // than six digits is no finding of any detector.
-            if st.number {
-                let Some(read) = self.number_hits(&raw[st.start..st.end]) else {
-                    bad = true;
-                    return false;
-                };
-                let Some((text, hits)) = read else {
-                    return false;
+                // A key holding a finding is not spelled out in paths.
+                let path = if st.is_key {
+                    walk::masked_key(&st)
+                } else {
+                    st.path.to_owned()
                 };
                 found.push(Located {
-                    path: st.path.to_owned(),
+                    path,
                     start: st.start,
                     end: st.end,
-                    text: Cow::Owned(text),
+                    text,
                     hits,
-                    is_key: false,
-                    number: true,
+                    is_key: st.is_key,
+                    number: st.number,
                 });
-                return true;
-            }
-            let (lo, hi) = if st.escaped || st.number {
-                (0, 0)
-            } else {
-                (
-                    cands.partition_point(|c| c.start < st.start),
-                    cands.partition_point(|c| c.start < st.end),
-                )
-            };
-            // A value under a secret-like key (`"password": "…"` in
-            // structured content) is also read as the assignment a reader
-            // sees in it, `password=…`.
-            let assigned = (!st.is_key && !st.number)
-                .then(|| secret_key(st.path))
-                .flatten();
-            if !st.escaped
-                && !st.number
-                && lo == hi
-                && self.always.is_empty()
-                && assigned.is_none()
-                && (ascii || plain(&raw[st.start..st.end]))
-                && !(encoded && super::encoded::has_run(&raw[st.start..st.end]))
-                && !(spaced && super::normalise::may_be_spaced(&raw[st.start..st.end]))
-                && !(grouped && super::grouped::may_be_grouped(&raw[st.start..st.end]))
-            {
-                return false;
-            }
-            let text = match walk::decode(raw, st.start, st.end, st.escaped) {
-                Some(t) => t,
-                None => {
-                    bad = true;
-                    return false;
-                }
-            };
-            // Every detector's matches, overlapping or not: which of them
-            // a rule applies to is the filter's to say before any is
-            // dropped (a card inside a password's value is still a card).
-            let mut hits = Vec::new();
-            if st.escaped || st.number {
-                self.scan_str_all_with(&text, &mut hits, decodings.as_ref());
-            } else {
-                let mut local: Vec<Cand> = cands[lo..hi]
-                    .iter()
-                    .map(|c| Cand {
-                        det: c.det,
-                        start: c.start - st.start,
-                        end: c.end.min(st.end) - st.start,
-                    })
-                    .collect();
-                self.scan_with_all(&text, &mut local, &mut hits, gate, decodings.as_ref());
-            }
-            if let Some(k) = assigned {
-                let joined = format!("{k}={text}");
-                let off = k.len() + 1;
-                let mut more = Vec::new();
-                self.scan_str_all(&joined, &mut more);
-                for h in more {
-                    // What lies in the value, and a match over the key and
-                    // value as the whole value.
-                    if h.end <= off {
-                        continue;
-                    }
-                    let hit = Hit {
-                        detector: h.detector,
-                        start: h.start.saturating_sub(off),
-                        end: h.end - off,
-                    };
-                    if hit.start < hit.end && !hits.contains(&hit) {
-                        hits.push(hit);
-                    }
-                }
-                hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
-            }
-            if hits.is_empty() {
-                return false;
-            }
-            // A key holding a finding is not spelled out in paths.
-            let path = if st.is_key {
-                walk::masked_key(&st)
-            } else {
-                st.path.to_owned()
-            };
-            found.push(Located {
-                path,
-                start: st.start,
-                end: st.end,
-                text,
-                hits,
-                is_key: st.is_key,
-                number: st.number,
-            });
-            true
-        })
-        .map_err(|_| Uninspectable)?;
+                true
+            })
+            .map_err(|_| Uninspectable)?;
+        }
         if bad {
             return Err(Uninspectable);
         }
@@ -303,8 +305,16 @@ impl Scanner {
         // across the stream's earlier messages, each part in this one.
         let mut parts = self.joined_items(raw, listed).ok_or(Uninspectable)?;
         if let Some(before) = before {
+            let own;
+            let shown = match shown.filter(|s| s.read_as(sampling)) {
+                Some(s) => s,
+                None => {
+                    own = stream::Shown::of(raw, sampling);
+                    &own
+                }
+            };
             parts.extend(
-                self.joined_stream(raw, before, &streamed)
+                self.joined_stream(raw, before, shown)
                     .ok_or(Uninspectable)?,
             );
         }
@@ -353,7 +363,7 @@ impl Scanner {
     /// messages are judged on their bytes without being parsed.
     pub fn scan_json(&self, raw: &[u8]) -> Result<Vec<(String, Hit)>, Uninspectable> {
         Ok(self
-            .locate(raw, None, false, false, None)?
+            .locate(raw, None, false, false, None, None)?
             .into_iter()
             .flat_map(|l| {
                 let p = l.path;

@@ -50,4 +50,4 @@ mod walk;
 
 pub use json::Uninspectable;
 pub use scanner::{Detector, Hit, Scanner};
-pub use stream::{carried, stream_text, STREAM_CARRY};
+pub use stream::{carried, stream_text, Shown, STREAM_CARRY};

@@ -40,33 +40,86 @@ const NOT_SHOWN: &[&str] = &[
 /// stream: inside `params` or `result`, outside `_meta`, and no protocol
 /// field (a progress token, a log level, a content item's `type` …).
 pub(crate) fn shown(path: &str) -> bool {
-    if !(path.starts_with(".params") || path.starts_with(".result")) || path.contains("._meta") {
+    let p = path.as_bytes();
+    if !(p.starts_with(b".params") || p.starts_with(b".result"))
+        || memchr::memmem::find(p, b"._meta").is_some()
+    {
         return false;
     }
-    let last = path.rsplit('.').next().unwrap_or_default();
-    let last = last.split('[').next().unwrap_or_default();
-    !NOT_SHOWN.contains(&last)
+    // The last member's name: after the last `.`, before any `[`.
+    let from = memchr::memrchr(b'.', p).map_or(0, |d| d + 1);
+    let last = &p[from..];
+    let last = memchr::memchr(b'[', last).map_or(last, |b| &last[..b]);
+    !NOT_SHOWN.iter().any(|n| n.as_bytes() == last)
 }
 
-/// The text a client shows from one raw server message: its shown
-/// strings (see [`shown`]), decoded, in order, joined with nothing
-/// between them. Empty for a message that cannot be walked.
-pub fn stream_text(raw: &[u8]) -> String {
-    let mut out = String::new();
-    let mut ok = true;
-    let walked = walk::walk(raw, None, false, |st| {
-        if !st.is_key && !st.number && !st.binary && shown(st.path) {
-            match walk::decode(raw, st.start, st.end, st.escaped) {
-                Some(t) => out.push_str(&t),
-                None => ok = false,
+/// The text a client shows from one raw server message, and where each
+/// piece of it lies in the message: its shown strings (see [`shown`]),
+/// decoded, in order, joined with nothing between them. Read once per
+/// message of a stream: DLP reads it after the stream's earlier text,
+/// and the gateway carries it on as that text.
+#[derive(Debug)]
+pub struct Shown {
+    text: String,
+    /// Each shown string: its path, its literal's content in the message
+    /// (`start..end`, between the quotes), whether it holds an escape,
+    /// and where its text begins in `text`.
+    parts: Vec<(String, usize, usize, bool, usize)>,
+    /// The message was walked and every shown string decoded.
+    complete: bool,
+    /// Read as a `sampling/createMessage` request (whose messages may
+    /// carry binary content, which shows no text).
+    sampling: bool,
+}
+
+impl Shown {
+    /// The shown text of raw message `raw` (`sampling`: it is a
+    /// `sampling/createMessage` request). Empty, and not complete, for a
+    /// message that cannot be walked or holds a string that does not
+    /// decode.
+    pub fn of(raw: &[u8], sampling: bool) -> Shown {
+        let mut text = String::new();
+        let mut parts = Vec::new();
+        let mut ok = true;
+        let walked = walk::walk(raw, None, sampling, |st| {
+            if ok && !st.is_key && !st.number && !st.binary && shown(st.path) {
+                match walk::decode(raw, st.start, st.end, st.escaped) {
+                    Some(t) => {
+                        parts.push((st.path.to_owned(), st.start, st.end, st.escaped, text.len()));
+                        text.push_str(&t);
+                    }
+                    None => ok = false,
+                }
             }
+            false
+        });
+        let complete = walked.is_ok() && ok;
+        if !complete {
+            text.clear();
+            parts.clear();
         }
-        false
-    });
-    if walked.is_err() || !ok {
-        out.clear();
+        Shown {
+            text,
+            parts,
+            complete,
+            sampling,
+        }
     }
-    out
+
+    /// The text (empty for a message that could not be read).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it was read as `sampling` says.
+    pub(crate) fn read_as(&self, sampling: bool) -> bool {
+        self.sampling == sampling
+    }
+}
+
+/// The text a client shows from one raw server message (see [`Shown`]).
+pub fn stream_text(raw: &[u8]) -> String {
+    Shown::of(raw, false).text
 }
 
 /// `tail` followed by `more`, cut to its last [`STREAM_CARRY`] bytes (at a
@@ -84,37 +137,37 @@ pub fn carried(tail: &str, more: &str) -> String {
 
 impl Scanner {
     /// Findings that cross from `before` (the stream's earlier text) into
-    /// the shown strings of `raw` (`(path, start, end, escaped)`, in
-    /// order), each part in the string it touches; and those inside the
-    /// strings that need `before` as their context (`password=` before,
-    /// the value here), counted only where the string's own scan did not
-    /// find them. `None` when a string does not decode.
+    /// the shown strings of `raw` (`shown`, read from `raw`), each part in
+    /// the string it touches; and those inside the strings that need
+    /// `before` as their context (`password=` before, the value here),
+    /// counted only where the string's own scan did not find them. `None`
+    /// when the message could not be read.
     pub(crate) fn joined_stream<'a>(
         &self,
         raw: &'a [u8],
         before: &str,
-        strings: &[(String, usize, usize, bool)],
+        shown: &Shown,
     ) -> Option<Vec<ItemHit<'a>>> {
         let mut out = Vec::new();
-        if strings.is_empty() {
+        if !shown.complete {
+            return None;
+        }
+        if shown.parts.is_empty() {
             return Some(out);
         }
-        let texts: Vec<std::borrow::Cow<'a, str>> = strings
-            .iter()
-            .map(|(_, s, e, esc)| walk::decode(raw, *s, *e, *esc))
-            .collect::<Option<_>>()?;
-        let mut joined =
-            String::with_capacity(before.len() + texts.iter().map(|t| t.len()).sum::<usize>());
+        let mut joined = String::with_capacity(before.len() + shown.text.len());
         joined.push_str(before);
-        let mut offs = Vec::with_capacity(texts.len() + 1);
-        for t in &texts {
-            offs.push(joined.len());
-            joined.push_str(t);
-        }
-        offs.push(joined.len());
+        joined.push_str(&shown.text);
+        let blen = before.len();
+        // Where each string's text begins in `joined`, and where the last ends.
+        let offs: Vec<usize> = shown
+            .parts
+            .iter()
+            .map(|p| blen + p.4)
+            .chain([joined.len()])
+            .collect();
         let mut hits = Vec::new();
         self.scan_str_all(&joined, &mut hits);
-        let blen = before.len();
         for h in hits {
             if h.end <= blen {
                 // Wholly in what the client already got: judged then.
@@ -127,11 +180,17 @@ impl Scanner {
                 if a >= b {
                     continue;
                 }
+                let (path, start, end, escaped, _) = &shown.parts[k];
+                let text = if *escaped {
+                    std::borrow::Cow::Owned(joined[offs[k]..offs[k + 1]].to_owned())
+                } else {
+                    std::borrow::Cow::Borrowed(std::str::from_utf8(&raw[*start..*end]).ok()?)
+                };
                 out.push(ItemHit {
-                    path: strings[k].0.clone(),
-                    start: strings[k].1,
-                    end: strings[k].2,
-                    text: texts[k].clone(),
+                    path: path.clone(),
+                    start: *start,
+                    end: *end,
+                    text,
                     hit: Hit {
                         detector: h.detector,
                         start: a - offs[k],
@@ -171,7 +230,7 @@ mod tests {
         for m in earlier {
             tail = carried(&tail, &stream_text(m.as_bytes()));
         }
-        s.locate(next.as_bytes(), None, false, true, Some(&tail))
+        s.locate(next.as_bytes(), None, false, true, Some(&tail), None)
             .unwrap_or_default()
             .into_iter()
             .flat_map(|l| {

@@ -256,13 +256,17 @@ impl DlpFilter {
         sink: &mut Notes,
     ) -> Result<Option<Vec<u8>>, Decision> {
         let env = msg.envelope;
-        let found = match self
-            .scanner
-            .locate(bytes, None, sampling, echoed_id, msg.stream_before)
-        {
-            Ok(f) => f,
-            Err(Uninspectable) => return Err(uninspectable()),
-        };
+        // The text the message shows, read by the caller: of these bytes
+        // only while no rule has rewritten them.
+        let shown = msg.stream_shown.filter(|_| std::ptr::eq(bytes, msg.bytes));
+        let found =
+            match self
+                .scanner
+                .locate(bytes, None, sampling, echoed_id, msg.stream_before, shown)
+            {
+                Ok(f) => f,
+                Err(Uninspectable) => return Err(uninspectable()),
+            };
         if found.is_empty() {
             return Ok(None);
         }

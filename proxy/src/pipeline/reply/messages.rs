@@ -251,12 +251,22 @@ pub(super) fn paused_unmatched(gw: &Gateway, ctx: &RequestCtx) -> Option<warden_
     ))
 }
 
+/// What a message on an SSE stream is read after, and what it shows.
+pub(super) struct StreamText<'a> {
+    /// The tail of the text the stream showed its client so far (`None`
+    /// before it showed any).
+    pub(super) before: Option<&'a str>,
+    /// The text this message shows, read from its bytes.
+    pub(super) shown: &'a warden_filters::engines::dlp::Shown,
+}
+
 /// Runs the chain on one server→client message and records the outcome.
 /// Responses passed unchanged are audited with the request they answer;
 /// server→client requests and anything a filter touched get records of their own.
 /// A response that answers no request the gateway knows of is not passed on.
-/// `before`: on an SSE stream, the tail of the text the stream showed its
-/// client so far (see `Message::stream_before`).
+/// `stream`: on an SSE stream, the tail of the text the stream showed its
+/// client so far and the text this message shows (see
+/// `Message::stream_before`).
 pub(super) fn judge_message(
     gw: &Gateway,
     ctx: &mut RequestCtx,
@@ -264,7 +274,7 @@ pub(super) fn judge_message(
     server: ServerId,
     env: &Envelope,
     bytes: &[u8],
-    before: Option<&str>,
+    stream: Option<StreamText<'_>>,
 ) -> ServerMessageVerdict {
     // A reply matched to no request of this replica: its id is the
     // server's text, so a refusal drops it rather than answer with that id.
@@ -330,7 +340,10 @@ pub(super) fn judge_message(
         };
     }
     msg.request_task = asked.as_ref().and_then(|a| a.task.as_deref());
-    msg.stream_before = before;
+    if let Some(st) = stream {
+        msg.stream_before = st.before;
+        msg.stream_shown = Some(st.shown);
+    }
     // A call paused since it was forwarded gets the pause, on whichever
     // stream its reply comes: the call's own stream is cut
     // (`still_allowed`), a GET stream (live, replayed, legacy) names no
@@ -633,7 +646,12 @@ pub(super) fn judge_event(
     // what it shows (as delivered: masked where a rule masked it) extends
     // that tail (whichever rule sets run: the org's, a tenant's). A
     // message refused or dropped shows nothing.
+    // The text this message shows is read once: DLP reads it after the
+    // tail, and, delivered unchanged, it extends the tail.
     let tail = std::mem::take(&mut ctx.reply.stream_tail);
+    let sampling =
+        env.kind == Kind::Request && env.method.as_deref() == Some("sampling/createMessage");
+    let shown = warden_filters::engines::dlp::Shown::of(data.as_bytes(), sampling);
     let verdict = judge_message(
         gw,
         ctx,
@@ -641,16 +659,19 @@ pub(super) fn judge_event(
         server,
         &env,
         data.as_bytes(),
-        (!tail.is_empty()).then_some(tail.as_str()),
+        Some(StreamText {
+            before: (!tail.is_empty()).then_some(tail.as_str()),
+            shown: &shown,
+        }),
     );
-    let shown = |b: &[u8]| warden_filters::engines::dlp::stream_text(b);
     ctx.reply.stream_tail = match &verdict {
         ServerMessageVerdict::Unchanged => {
-            warden_filters::engines::dlp::carried(&tail, &shown(data.as_bytes()))
+            warden_filters::engines::dlp::carried(&tail, shown.text())
         }
-        ServerMessageVerdict::Replaced(b) => {
-            warden_filters::engines::dlp::carried(&tail, &shown(b))
-        }
+        ServerMessageVerdict::Replaced(b) => warden_filters::engines::dlp::carried(
+            &tail,
+            warden_filters::engines::dlp::Shown::of(b, sampling).text(),
+        ),
         ServerMessageVerdict::Dropped => tail,
     };
     Ok(match verdict {

@@ -144,7 +144,7 @@ fn text_reply(text: &str) -> String {
 
 fn located(s: &Scanner, raw: &str) -> Vec<String> {
     let mut out: Vec<String> = s
-        .locate(raw.as_bytes(), None, false, false, None)
+        .locate(raw.as_bytes(), None, false, false, None, None)
         .expect("inspectable")
         .iter()
         .flat_map(|l| l.hits.iter().map(|h| s.detectors[h.detector].name.clone()))
