@@ -275,6 +275,125 @@ mod tests {
         assert_eq!(stream_text(result("b").as_bytes()), "b");
     }
 
+    /// Pieces of findings and of text around them, cut anywhere to make
+    /// a stream's events.
+    const PIECES: &[&str] = &[
+        "AKIAIOSFODNN7EXAMPLE",
+        "4111 1111 1111 1111",
+        "4111111111111111",
+        "ssn 123-45-6789",
+        "password=hunter2hunter2",
+        "password: ",
+        "s3cr3t-Passw0rd!",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "QUtJQUlPU0ZPRE5ON0VYQU1QTEU=",
+        "414b4941494f53464f444e4e374558414d504c45",
+        "AKIA IOSF ODNN 7EXA MPLE",
+        "alice@example.com",
+        "+1 415 555 2671",
+        "GB82WEST12345698765432",
+        "deploy the service to eu-west-1 ",
+        "build 2026-11-28T20:23:14Z ok ",
+        " ",
+        "\\n",
+        "\\\\",
+        "\\\"",
+        "\\u0041",
+        "é",
+    ];
+
+    /// One event of the stream: `text` as a progress message, a log
+    /// message or a result (its JSON escapes already written).
+    fn event(kind: u8, text: &str) -> String {
+        match kind % 3 {
+            0 => format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"t-1","progress":1,"message":"{text}"}}}}"#
+            ),
+            1 => format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","logger":"x","data":"{text}"}}}}"#
+            ),
+            _ => format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{text}"}}]}}}}"#
+            ),
+        }
+    }
+
+    /// Each string's findings, as `(path, detector, start, end)`.
+    fn findings(
+        s: &Scanner,
+        raw: &[u8],
+        before: &str,
+        shown: Option<&Shown>,
+    ) -> Vec<(String, usize, usize, usize)> {
+        let mut out: Vec<_> = s
+            .locate(
+                raw,
+                None,
+                false,
+                true,
+                Some(before).filter(|b| !b.is_empty()),
+                shown,
+            )
+            .unwrap_or_else(|_| panic!("uninspectable: {}", String::from_utf8_lossy(raw)))
+            .into_iter()
+            .flat_map(|l| {
+                let p = l.path;
+                l.hits
+                    .into_iter()
+                    .map(move |h| (p.clone(), h.detector, h.start, h.end))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(200)
+        ))]
+
+        /// A stream's message read with the text it shows read once, and
+        /// without a walk when it is clean on its own, finds what walking
+        /// it and reading its shown strings there finds, whatever the
+        /// stream showed before it.
+        #[test]
+        fn the_shown_text_read_once_finds_what_the_walk_found(
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 1..12),
+            cuts in proptest::collection::vec(0usize..400, 1..6),
+            kinds in proptest::collection::vec(0u8..3, 6),
+        ) {
+            let s = scanner();
+            let all: String = pieces.concat();
+            // Cut at character boundaries, never inside an escape.
+            let mut at: Vec<usize> = cuts
+                .iter()
+                .map(|c| c % (all.len() + 1))
+                .filter(|&c| all.is_char_boundary(c) && !all[..c].ends_with('\\'))
+                .collect();
+            at.push(all.len());
+            at.sort_unstable();
+            at.dedup();
+            let mut tail = String::new();
+            let mut from = 0;
+            for (k, &to) in at.iter().enumerate() {
+                let raw = event(kinds[k % kinds.len()], &all[from..to]);
+                from = to;
+                if serde_json::from_str::<serde_json::Value>(&raw).is_err() {
+                    // A cut that left a lone escape: not a message.
+                    continue;
+                }
+                let shown = Shown::of(raw.as_bytes(), false);
+                let new = findings(&s, raw.as_bytes(), &tail, Some(&shown));
+                crate::engines::dlp::json::WALK_ALWAYS.with(|w| w.set(true));
+                let walked = findings(&s, raw.as_bytes(), &tail, None);
+                crate::engines::dlp::json::WALK_ALWAYS.with(|w| w.set(false));
+                proptest::prop_assert_eq!(&new, &walked, "{:?} after {:?}", raw, tail);
+                proptest::prop_assert_eq!(shown.text(), stream_text(raw.as_bytes()));
+                tail = carried(&tail, shown.text());
+            }
+        }
+    }
+
     #[test]
     fn the_carry_is_bounded() {
         let big = "x".repeat(5000);
