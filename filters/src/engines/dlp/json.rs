@@ -76,7 +76,7 @@ impl Scanner {
             && !(seen.spaced && super::normalise::may_be_spaced_json(raw))
             && !self.may_be_grouped(&seen, raw)
             && !items::has_list(raw)
-            && !may_assign(raw)
+            && (!may_assign(raw) || self.assignments_clean(raw))
     }
 
     /// Every string of `raw` (within the root member `part`, if given) that
@@ -126,7 +126,7 @@ impl Scanner {
             && !spaced
             && !grouped
             && !lists
-            && !may_assign(raw)
+            && (!may_assign(raw) || self.assignments_clean(raw))
             && (cands.is_empty()
                 || (part.is_none()
                     && numbers_read_alone()
@@ -492,6 +492,82 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// Whether every member of raw JSON message `raw` whose key names a
+    /// secret reads clean as the walk reads it, `key=value` (see
+    /// [`may_assign`]): then that reading adds nothing, and a message
+    /// with no other reason to be walked is clean on its bytes (a
+    /// stream's every progress message has a `progressToken`). Exact for
+    /// the JSON the gateway parsed: a quote no backslash escapes opens or
+    /// closes a string, and a string followed by `:` is a key. Any doubt
+    /// says no, and the message is walked: a key or a string value with
+    /// an escape, a value that holds a finding so read, bytes that are
+    /// not that JSON.
+    fn assignments_clean(&self, raw: &[u8]) -> bool {
+        let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        // The end of the string whose content starts at `from` (its
+        // closing quote) and whether it holds an escape.
+        let string_end = |from: usize| -> Option<(usize, bool)> {
+            let (mut j, mut escaped) = (from, false);
+            loop {
+                let k = j + memchr::memchr2(b'"', b'\\', raw.get(j..)?)?;
+                if raw[k] == b'"' {
+                    return Some((k, escaped));
+                }
+                escaped = true;
+                j = k + 2;
+            }
+        };
+        let mut i = 0;
+        while let Some(q) = memchr::memchr(b'"', &raw[i..]) {
+            let start = i + q + 1;
+            let Some((end, escaped)) = string_end(start) else {
+                return false;
+            };
+            i = end + 1;
+            let mut n = i;
+            while raw.get(n).is_some_and(ws) {
+                n += 1;
+            }
+            if raw.get(n) != Some(&b':') || !names_secret(&raw[start..end]) {
+                continue;
+            }
+            if escaped {
+                return false;
+            }
+            n += 1;
+            while raw.get(n).is_some_and(ws) {
+                n += 1;
+            }
+            if raw.get(n) != Some(&b'"') {
+                // A number, an object, a list: no string to read as the
+                // key's value.
+                continue;
+            }
+            let Some((vend, vesc)) = string_end(n + 1) else {
+                return false;
+            };
+            let (Ok(key), Ok(value)) = (
+                std::str::from_utf8(&raw[start..end]),
+                std::str::from_utf8(&raw[n + 1..vend]),
+            ) else {
+                return false;
+            };
+            if vesc {
+                return false;
+            }
+            let joined = format!("{key}={value}");
+            let mut hits = Vec::new();
+            self.scan_str_all(&joined, &mut hits);
+            if hits.iter().any(|h| h.end > key.len() + 1) {
+                return false;
+            }
+            i = vend + 1;
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 thread_local! {
     /// Off: a message with candidates is always walked (the differential
@@ -689,6 +765,34 @@ mod tests {
             let walked = s.scan_json(raw.as_bytes());
             NUMBERS_READ_ALONE.with(|c| c.set(true));
             prop_assert_eq!(quick, walked, "{}", raw);
+        }
+    }
+
+    /// A member named for a secret spares the walk only when its reading
+    /// as `key=value` holds nothing: a stream's progress token does; a
+    /// SAS token's `sv=` does not; an escape in its key or value, or a
+    /// string that does not end, leaves the message to the walk.
+    #[test]
+    fn assignments_read_clean_spare_the_walk_and_nothing_else() {
+        let s = Scanner::new(&[]).expect("the built-in detectors");
+        for (raw, clean) in [
+            (
+                r#"{"method":"notifications/progress","params":{"progressToken":"ab","progress":1}}"#,
+                true,
+            ),
+            (
+                r#"{"params":{"progressToken" : 7,"message":"token: no"}}"#,
+                true,
+            ),
+            (
+                r#"{"token-sv":"2020-01-01&sig=Zq7Lm2Xv9Rt4Wp8Ky3Nb6Hc1Jd5Fg0SsQa"}"#,
+                false,
+            ),
+            (r#"{"pass\u0077ord":"ab"}"#, false),
+            (r#"{"progressToken":"a\nb"}"#, false),
+            (r#"{"progressToken":"ab"#, false),
+        ] {
+            assert_eq!(s.assignments_clean(raw.as_bytes()), clean, "{raw}");
         }
     }
 
