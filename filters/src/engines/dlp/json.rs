@@ -642,15 +642,28 @@ fn may_assign(raw: &[u8]) -> bool {
 
 /// Whether key `k` holds one of [`SECRET_KEY_WORDS`], in any case.
 fn names_secret(k: &[u8]) -> bool {
-    // Without allocating, and only where a word's first letter is: every
-    // key of a message passes here.
+    // Without allocating, and only where a word's first letter is, and
+    // then only the words that begin with it: every key of a message
+    // passes here (twice for a message judged on its bytes).
     (0..k.len()).any(|i| {
-        matches!(k[i] | 0x20, b'p' | b's' | b't' | b'a' | b'c')
-            && SECRET_KEY_WORDS.iter().any(|w| {
-                k.get(i..i + w.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(w.as_bytes()))
-            })
+        words_from(k[i]).iter().any(|w| {
+            k.get(i..i + w.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(w.as_bytes()))
+        })
     })
+}
+
+/// The words of [`SECRET_KEY_WORDS`] that begin with letter `c`, in any
+/// case.
+fn words_from(c: u8) -> &'static [&'static str] {
+    match c.to_ascii_lowercase() {
+        b'p' => &["pass", "pwd", "private_key"],
+        b's' => &["secret"],
+        b't' => &["token"],
+        b'a' => &["apikey", "api_key", "api-key", "access_key"],
+        b'c' => &["credential"],
+        _ => &[],
+    }
 }
 
 /// The key of a member whose path is `path`, when it names a secret
@@ -766,6 +779,28 @@ mod tests {
             NUMBERS_READ_ALONE.with(|c| c.set(true));
             prop_assert_eq!(quick, walked, "{}", raw);
         }
+    }
+
+    /// The words looked for by their first letter are the list's words.
+    #[test]
+    fn secret_words_by_first_letter_are_the_list() {
+        let mut by_letter: Vec<&str> = (0..=255u8)
+            .flat_map(|c| super::words_from(c).iter().copied())
+            .collect();
+        by_letter.sort_unstable();
+        by_letter.dedup();
+        let mut listed = super::SECRET_KEY_WORDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(by_letter, listed);
+        for w in super::SECRET_KEY_WORDS {
+            let first = w.as_bytes()[0];
+            assert!(super::words_from(first).contains(&w));
+            assert!(super::words_from(first.to_ascii_uppercase()).contains(&w));
+            assert!(super::names_secret(
+                format!("x-{}_y", w.to_uppercase()).as_bytes()
+            ));
+        }
+        assert!(!super::names_secret(b"progress"));
     }
 
     /// A member named for a secret spares the walk only when its reading
