@@ -586,18 +586,18 @@ fn numbers_read_alone() -> bool {
 }
 
 /// What a member's key holds when it names a secret (its value is also
-/// read as `key=value`).
+/// read as `key=value`), by first letter ([`words_from`] serves them so).
 const SECRET_KEY_WORDS: [&str; 10] = [
-    "pass",
-    "pwd",
-    "secret",
-    "token",
+    "access_key",
     "apikey",
     "api_key",
     "api-key",
-    "access_key",
-    "private_key",
     "credential",
+    "pass",
+    "pwd",
+    "private_key",
+    "secret",
+    "token",
 ];
 
 /// Whether `raw` may hold a member whose key names a secret: one of
@@ -656,14 +656,15 @@ fn names_secret(k: &[u8]) -> bool {
 /// The words of [`SECRET_KEY_WORDS`] that begin with letter `c`, in any
 /// case.
 fn words_from(c: u8) -> &'static [&'static str] {
-    match c.to_ascii_lowercase() {
-        b'p' => &["pass", "pwd", "private_key"],
-        b's' => &["secret"],
-        b't' => &["token"],
-        b'a' => &["apikey", "api_key", "api-key", "access_key"],
-        b'c' => &["credential"],
-        _ => &[],
-    }
+    let range = match c.to_ascii_lowercase() {
+        b'a' => 0..4,
+        b'c' => 4..5,
+        b'p' => 5..8,
+        b's' => 8..9,
+        b't' => 9..10,
+        _ => return &[],
+    };
+    &SECRET_KEY_WORDS[range]
 }
 
 /// The key of a member whose path is `path`, when it names a secret
