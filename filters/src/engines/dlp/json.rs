@@ -134,6 +134,11 @@ impl Scanner {
         if clean && before.is_none() {
             return Ok(found);
         }
+        // On a stream, a message with a list is walked all the same: the
+        // items of a list are read joined (`joined_items`), and
+        // `items::has_list` does not see every list (items set apart by a
+        // number or `null`).
+        let clean = clean && memchr::memchr(b'[', raw).is_none();
         cands.sort_unstable_by_key(|c| c.start);
         // What the message as a whole may hold, for each of its strings.
         let gate = super::scanner::Gate {
@@ -143,6 +148,7 @@ impl Scanner {
         };
         let mut bad = false;
         let mut listed = Vec::new();
+        let mut paths: Vec<(usize, String)> = Vec::new();
         if !clean {
             walk::walk(raw, part, sampling, |st| {
                 // The top-level `id` of a reply is the client's own, matched to
@@ -152,6 +158,11 @@ impl Scanner {
                 }
                 if !st.is_key && !st.number && !st.binary {
                     listed.extend(items::Item::at(st.path, st.start, st.end, st.escaped));
+                    if before.is_some() {
+                        // Its path as the walk writes it (a key holding a
+                        // finding masked), for a finding the join puts here.
+                        paths.push((st.start, st.path.to_owned()));
+                    }
                 }
                 // Binary content is read for the text it may decode to; what
                 // is found there covers the whole member.
@@ -314,10 +325,18 @@ impl Scanner {
                     &own
                 }
             };
-            parts.extend(
-                self.joined_stream(raw, before, shown)
-                    .ok_or(Uninspectable)?,
-            );
+            let mut joined = self
+                .joined_stream(raw, before, shown)
+                .ok_or(Uninspectable)?;
+            // A message walked names its strings as the walk does: a key
+            // that holds a finding is never spelled out in a path. (A
+            // message not walked is clean: no key of it holds one.)
+            for part in &mut joined {
+                if let Some((_, p)) = paths.iter().find(|(at, _)| *at == part.start) {
+                    part.path.clone_from(p);
+                }
+            }
+            parts.extend(joined);
         }
         for part in parts {
             let own = |l: &Located<'_>| {
