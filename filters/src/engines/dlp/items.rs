@@ -52,9 +52,64 @@ impl Item {
 }
 
 /// Whether `raw` may hold a list whose items are read joined: a list of
-/// objects or of strings.
+/// objects or of strings (the quick looks), or any list with two items or
+/// more that are strings, objects or lists, whatever lies between them
+/// (`[{…}, 0, {…}]`, which the quick looks miss).
 pub(crate) fn has_list(raw: &[u8]) -> bool {
-    has_object_list(raw) || has_string_list(raw)
+    has_object_list(raw) || has_string_list(raw) || has_item_list(raw)
+}
+
+/// Whether `raw` holds a list with two items or more that are strings,
+/// objects or lists (the items `Item::at` may find text in, nested lists
+/// counting for the list around them), however its other items set them
+/// apart. Each list's such items are counted in one pass over the
+/// containers, strings stepped over whole; bytes that do not end a
+/// string say yes.
+pub(crate) fn has_item_list(raw: &[u8]) -> bool {
+    // For each open container: whether it is a list, and how many such
+    // items it holds so far.
+    let mut open: smallvec::SmallVec<[(bool, u8); 16]> = smallvec::SmallVec::new();
+    let mut item = |open: &mut smallvec::SmallVec<[(bool, u8); 16]>| {
+        open.last_mut().is_some_and(|top| {
+            top.1 = top.1.saturating_add(u8::from(top.0));
+            top.1 >= 2
+        })
+    };
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'"' => {
+                let mut j = i + 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &raw[j.min(raw.len())..]) {
+                        Some(k) if raw[j + k] == b'\\' => j += k + 2,
+                        Some(k) => {
+                            j += k;
+                            break;
+                        }
+                        None => return true,
+                    }
+                }
+                if item(&mut open) {
+                    return true;
+                }
+                i = j + 1;
+            }
+            c @ (b'{' | b'[') => {
+                if item(&mut open) {
+                    return true;
+                }
+                open.push((c == b'[', 0));
+                i += 1;
+            }
+            b'}' | b']' => {
+                open.pop();
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// Whether `raw` holds a list of objects (`}` then `,` then `{`, which
@@ -225,6 +280,29 @@ mod tests {
         assert!(has_object_list(br#"{"a":[{"x":1}, {"y":2}]}"#));
         assert!(has_object_list(b"[{}\n,\n{}]"));
         assert!(!has_object_list(br#"{"a":{"x":1},"b":{"y":2}}"#));
+    }
+
+    /// Review (bypass): items set apart by a number or `null` were no list
+    /// to the quick looks, so a message holding one was judged on its
+    /// bytes and its items were never read joined.
+    #[test]
+    fn lists_whose_items_are_set_apart_are_lists() {
+        for raw in [
+            r#"{"c":[{"text":"4111"},0,{"text":"1111"}]}"#,
+            r#"{"c":[{"text":"4111"}, null ,{"text":"1111"}]}"#,
+            r#"{"c":["AK",1,"IAIO"]}"#,
+            r#"{"c":[["AK"],[1],["IAIO"]]}"#,
+            r#"{"c":[{"a":"]"},true,{"b":"\"["}]}"#,
+        ] {
+            assert!(has_list(raw.as_bytes()), "{raw}");
+        }
+        for raw in [
+            r#"{"c":[{"text":"x"}],"d":{"e":"[\"a\",\"b\"]"}}"#,
+            r#"{"c":[1,2,3],"d":"x","e":"y"}"#,
+            r#"{"c":[{"text":"x"}]}"#,
+        ] {
+            assert!(!has_list(raw.as_bytes()), "{raw}");
+        }
     }
 
     /// Review: lists of strings are looked for too (a list of bare strings

@@ -134,11 +134,6 @@ impl Scanner {
         if clean && before.is_none() {
             return Ok(found);
         }
-        // On a stream, a message with a list is walked all the same: the
-        // items of a list are read joined (`joined_items`), and
-        // `items::has_list` does not see every list (items set apart by a
-        // number or `null`).
-        let clean = clean && memchr::memchr(b'[', raw).is_none();
         cands.sort_unstable_by_key(|c| c.start);
         // What the message as a whole may hold, for each of its strings.
         let gate = super::scanner::Gate {
