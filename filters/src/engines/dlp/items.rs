@@ -69,7 +69,7 @@ pub(crate) fn has_item_list(raw: &[u8]) -> bool {
     // For each open container: whether it is a list, and how many such
     // items it holds so far.
     let mut open: smallvec::SmallVec<[(bool, u8); 16]> = smallvec::SmallVec::new();
-    let mut item = |open: &mut smallvec::SmallVec<[(bool, u8); 16]>| {
+    let item = |open: &mut smallvec::SmallVec<[(bool, u8); 16]>| {
         open.last_mut().is_some_and(|top| {
             top.1 = top.1.saturating_add(u8::from(top.0));
             top.1 >= 2
