@@ -286,6 +286,14 @@ mod tests {
         let list = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"text":"411111","note":"zz"},0,{"text":"111111","note":"zz"},0,{"text":"1111"}]}}"#;
         let got = across(&s, &[progress("working")], list);
         assert!(got.iter().any(|d| d.starts_with("card")), "{got:?}");
+        // Off a stream too.
+        let alone = s.scan_json(list.as_bytes()).unwrap_or_default();
+        assert!(
+            alone
+                .iter()
+                .any(|(_, h)| s.detectors()[h.detector].name.starts_with("card")),
+            "{alone:?}"
+        );
         let keyed = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"AKIAIOSFODNN7EXAMPLE":"MPLE"}}}"#;
         let mut tail = String::new();
         tail = carried(
