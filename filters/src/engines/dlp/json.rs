@@ -153,7 +153,7 @@ impl Scanner {
                 }
                 if !st.is_key && !st.number && !st.binary {
                     listed.extend(items::Item::at(st.path, st.start, st.end, st.escaped));
-                    if before.is_some() {
+                    if before.is_some() && stream::shown(st.path) {
                         // Its path as the walk writes it (a key holding a
                         // finding masked), for a finding the join puts here.
                         paths.push((st.start, st.path.to_owned()));
