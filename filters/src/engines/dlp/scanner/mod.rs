@@ -16,6 +16,7 @@ use super::{encoded, grouped, normalise};
 mod edges;
 mod glued;
 mod memo;
+mod starts;
 use glued::{glued_secrets, tail_glued, GluedAnchors};
 
 /// One detector ready to run.
@@ -64,6 +65,9 @@ pub struct Scanner {
     pub(super) always: Vec<usize>,
     /// The digit detectors and the windows each searches.
     digit_set: Option<Vec<DigitSearch>>,
+    /// All of their patterns as one search, and their longest match (see
+    /// [`starts`]).
+    digit_starts: Option<(Regex, usize)>,
     /// Short texts already scanned clean (see [`memo`]).
     memo: memo::Memo,
 }
@@ -138,6 +142,8 @@ impl Scanner {
         // not by the first message that needs it.
         super::normalise::warm();
         let mut detectors = Vec::new();
+        // Each built-in detector's pattern as compiled.
+        let mut sources = Vec::new();
         let mut pre = Prefilter::new();
         let mut always = Vec::new();
         // Each built-in pattern as it is run: secrets end where their last
@@ -155,6 +161,7 @@ impl Scanner {
             let source = pattern.as_deref().unwrap_or(s.pattern);
             let pattern = ascii_pattern(source);
             let compiled = compile(s.name, &pattern)?;
+            sources.push(pattern);
             let idx = detectors.len() as u16;
             for t in s.triggers {
                 pre.add(idx, t)
@@ -227,6 +234,20 @@ impl Scanner {
                 }
             })
             .collect();
+        // The set's search must find where any of them starts, so each is
+        // in it as it is run alone; the window of one with no bound (none
+        // built in) would be the whole text, where the set is no help.
+        let digit_starts = if group.is_empty() || widest == usize::MAX {
+            None
+        } else {
+            let pats: Vec<&str> = group
+                .iter()
+                .filter(|g| g.need > 0)
+                .map(|g| sources[g.det].as_str())
+                .collect();
+            let set = Regex::new_many(&pats).map_err(|e| format!("digit detectors: {e}"))?;
+            Some((set, widest))
+        };
         let digit_set = (!group.is_empty()).then_some(group);
         let mut anchors: Vec<String> = Vec::new();
         let mut owner = Vec::new();
@@ -292,6 +313,7 @@ impl Scanner {
             glued,
             always,
             digit_set,
+            digit_starts,
             memo: memo::Memo::new(),
         })
     }
@@ -678,6 +700,10 @@ impl Scanner {
                 super::prefilter::most_digits_in_a_run(&b[c.start.min(len)..c.end.min(len)])
             })
             .collect();
+        let mut starts = self
+            .digit_starts
+            .as_ref()
+            .map(|(set, longest)| starts::Starts::new(set, *longest, s.as_bytes()));
         for g in group {
             let mut window: Option<(usize, usize)> = None;
             for (c, _) in runs.iter().zip(&digits).filter(|(_, &n)| n >= g.need) {
@@ -689,13 +715,15 @@ impl Scanner {
                     Some((_, w1)) if a <= w1.saturating_add(g.gap) => *w1 = (*w1).max(b),
                     _ => {
                         if let Some((w0, w1)) = window.replace((a, b)) {
-                            self.run_window(g.det, s, w0, w1, glue, out);
+                            let st = starts.as_mut().filter(|_| g.need > 0);
+                            self.search_window(g.det, s, (w0, w1), glue, st, out);
                         }
                     }
                 }
             }
             if let Some((w0, w1)) = window {
-                self.run_window(g.det, s, w0, w1, glue, out);
+                let st = starts.as_mut().filter(|_| g.need > 0);
+                self.search_window(g.det, s, (w0, w1), glue, st, out);
             }
         }
     }
@@ -760,20 +788,42 @@ impl Scanner {
         glue: &edges::Glue<'_>,
         out: &mut Vec<Hit>,
     ) {
+        self.search_window(det, s, (w0, w1), glue, None, out);
+    }
+
+    /// [`run_window`](Self::run_window), each search begun where `starts`
+    /// says a match of some digit detector may begin, and none where it
+    /// says none can (see [`starts`]).
+    fn search_window(
+        &self,
+        det: usize,
+        s: &str,
+        (w0, w1): (usize, usize),
+        glue: &edges::Glue<'_>,
+        mut starts: Option<&mut starts::Starts<'_>>,
+        out: &mut Vec<Hit>,
+    ) {
         let d = &self.detectors[det];
         let hay = s.as_bytes();
-        let mut caps = d.group.then(|| d.regex.create_captures());
+        let mut caps = None;
         let mut from = w0;
         while from <= w1 {
+            if let Some(st) = starts.as_deref_mut() {
+                match st.first(from, w1) {
+                    Some(p) => from = p,
+                    None => break,
+                }
+            }
+            let caps = caps.get_or_insert_with(|| d.group.then(|| d.regex.create_captures()));
             let input = Input::new(hay).range(from..w1);
-            let Some((mut m, mut group)) = first_match(d, &input, &mut caps) else {
+            let Some((mut m, mut group)) = first_match(d, &input, caps) else {
                 break;
             };
             if d.max_len.is_none() && m.end == w1 && w1 < hay.len() {
                 let whole = Input::new(hay)
                     .range(m.start..hay.len())
                     .anchored(Anchored::Yes);
-                if let Some((m2, g)) = first_match(d, &whole, &mut caps) {
+                if let Some((m2, g)) = first_match(d, &whole, caps) {
                     m.end = m2.end;
                     group = g;
                 }
