@@ -1,7 +1,8 @@
 //! Scans one corpus sample many times with every built-in detector: the
 //! loop to profile (`valgrind --tool=callgrind`, `perf record`) when a class
 //! of content is slow. `dlp-profile CLASS SIZE ITERATIONS [call|result]`;
-//! `DLP_PROFILE_ID=N` sets the message's JSON-RPC id.
+//! `DLP_PROFILE_ID=N` sets the message's JSON-RPC id;
+//! `DLP_PROFILE_FILE=PATH` scans that file's text instead of a class.
 
 use std::time::Instant;
 
@@ -19,7 +20,20 @@ fn main() {
         .unwrap_or(Class::Base64Random);
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let text = corpus::sample(class, size, false);
+    // DLP_PROFILE_FILE=PATH: the text is that file's (a hostile shape
+    // no class has), cut to SIZE bytes at a character's edge.
+    let text = match std::env::var_os("DLP_PROFILE_FILE") {
+        Some(path) => {
+            let mut t = std::fs::read_to_string(path).unwrap_or_default();
+            let mut cut = size.min(t.len());
+            while !t.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            t.truncate(cut);
+            t
+        }
+        None => corpus::sample(class, size, false),
+    };
     // DLP_PROFILE_ONE_LINE=1: the text without its line breaks, quotes
     // and backslashes, as benches/ab.sh sends a class (one line of logs
     // reads differently from many).
