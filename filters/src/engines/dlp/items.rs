@@ -51,12 +51,17 @@ impl Item {
     }
 }
 
-/// Whether `raw` may hold a list whose items are read joined: a list of
-/// objects or of strings (the quick looks), or any list with two items or
-/// more that are strings, objects or lists, whatever lies between them
-/// (`[{…}, 0, {…}]`, which the quick looks miss).
+/// Whether `raw` may hold a list whose items are read joined: any list of
+/// the message with two items or more that are strings, objects or lists,
+/// whatever lies between them (`[{…}, 0, {…}]`). A list written inside a
+/// string (a tool's JSON result as text, `"[{\"a\":1},{…}]"`) is no list
+/// of the message: the walk reads that string as one text, not as items.
+/// (Two quick looks at the bytes came before this one: `}` `,` `{` and a
+/// string after `[` or after a string and a comma. Every list they found
+/// with two items this finds; the rest were a list of one string and such
+/// bytes inside a string, which had minified JSON walked for nothing.)
 pub(crate) fn has_list(raw: &[u8]) -> bool {
-    has_object_list(raw) || has_string_list(raw) || has_item_list(raw)
+    has_item_list(raw)
 }
 
 /// Whether `raw` holds a list with two items or more that are strings,
@@ -112,26 +117,6 @@ pub(crate) fn has_item_list(raw: &[u8]) -> bool {
     false
 }
 
-/// Whether `raw` holds a list of objects (`}` then `,` then `{`, which
-/// JSON writes only between the items of an array): such lists are walked
-/// for text split across their items even when nothing else wakes the
-/// scanner.
-pub(crate) fn has_object_list(raw: &[u8]) -> bool {
-    let skip = |mut i: usize| {
-        while raw
-            .get(i)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        {
-            i += 1;
-        }
-        i
-    };
-    memchr::memchr_iter(b'}', raw).any(|i| {
-        let c = skip(i + 1);
-        raw.get(c) == Some(&b',') && raw.get(skip(c + 1)) == Some(&b'{')
-    })
-}
-
 /// A finding's part in one item of a list: the item's string (its path,
 /// its span in the raw message, its decoded text) and the part of it the
 /// finding covers.
@@ -145,45 +130,6 @@ pub(crate) struct ItemHit<'a> {
     /// item's own scan did not find it (its context, `password=`, was in
     /// a neighbour).
     pub(crate) inside: bool,
-}
-
-/// Whether `raw` may hold two string items in a row of one list: a list
-/// that opens with a string (`[` then `"`), or a string after a string and
-/// a comma that is no object key (no `:` after it). Such lists are walked
-/// for text split across their items even when nothing else wakes the
-/// scanner (`["AK", "IAIOSFODNN7EXAMPLE"]`).
-pub(crate) fn has_string_list(raw: &[u8]) -> bool {
-    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let skip = |mut i: usize| {
-        while raw.get(i).is_some_and(ws) {
-            i += 1;
-        }
-        i
-    };
-    // The end of the string literal opening at `i` (its closing quote).
-    let close = |i: usize| {
-        let mut j = i + 1;
-        while j < raw.len() {
-            match raw[j] {
-                b'\\' => j += 2,
-                b'"' => return Some(j),
-                _ => j += 1,
-            }
-        }
-        None
-    };
-    if memchr::memchr_iter(b'[', raw).any(|i| raw.get(skip(i + 1)) == Some(&b'"')) {
-        return true;
-    }
-    // `"…" , "…"` not followed by `:`: each literal after a comma is read
-    // once, so this stays linear.
-    memchr::memchr_iter(b',', raw).any(|c| {
-        let before = raw[..c].iter().rposition(|b| !ws(b));
-        let next = skip(c + 1);
-        before.is_some_and(|p| raw[p] == b'"')
-            && raw.get(next) == Some(&b'"')
-            && close(next).is_some_and(|e| raw.get(skip(e + 1)) != Some(&b':'))
-    })
 }
 
 /// Detectors whose matches across items are not reported.
@@ -277,9 +223,9 @@ mod tests {
         );
         assert!(Item::at(".result.content[3].uri", 0, 0, false).is_none());
         assert!(Item::at(".text", 0, 0, false).is_none());
-        assert!(has_object_list(br#"{"a":[{"x":1}, {"y":2}]}"#));
-        assert!(has_object_list(b"[{}\n,\n{}]"));
-        assert!(!has_object_list(br#"{"a":{"x":1},"b":{"y":2}}"#));
+        assert!(has_list(br#"{"a":[{"x":1}, {"y":2}]}"#));
+        assert!(has_list(b"[{}\n,\n{}]"));
+        assert!(!has_list(br#"{"a":{"x":1},"b":{"y":2}}"#));
     }
 
     /// Review (bypass): items set apart by a number or `null` were no list
@@ -309,11 +255,32 @@ mod tests {
     /// woke nothing, so a secret cut across them passed unread).
     #[test]
     fn string_lists() {
-        assert!(has_string_list(br#"{"p":["AK","IAIOSFODNN7EXAMPLE"]}"#));
-        assert!(has_string_list(br#"{"p":[ 7, "AK" , "IAIO"]}"#));
-        assert!(has_string_list(b"{\"p\":[1,\"a\",\n\"b\"\n]}"));
-        assert!(!has_string_list(br#"{"a":"x","b":"y","c":1}"#));
-        assert!(!has_string_list(br#"{"a":[1,2],"b":{"c":"d"}}"#));
-        assert!(!has_string_list(br#"{"a":"x,\"b\"","c":"y"}"#));
+        assert!(has_list(br#"{"p":["AK","IAIOSFODNN7EXAMPLE"]}"#));
+        assert!(has_list(br#"{"p":[ 7, "AK" , "IAIO"]}"#));
+        assert!(has_list(b"{\"p\":[1,\"a\",\n\"b\"\n]}"));
+        assert!(!has_list(br#"{"a":"x","b":"y","c":1}"#));
+        assert!(!has_list(br#"{"a":[1,2],"b":{"c":"d"}}"#));
+        assert!(!has_list(br#"{"a":"x,\"b\"","c":"y"}"#));
+    }
+
+    /// A list written inside a string (a tool's JSON result as its text)
+    /// is one text to the walk, not items, and a list of one item has no
+    /// neighbour to be read with: neither is a list to read joined.
+    /// A message's own list beside them still is.
+    #[test]
+    fn lists_inside_strings_and_of_one_item_are_not_read_joined() {
+        for raw in [
+            r#"{"result":{"content":[{"type":"text","text":"[{\"id\":1},{\"id\":2},\"a\",\"b\"]"}]}}"#,
+            r#"{"p":["only"]}"#,
+            r#"{"p":[["only"]],"q":"},{"}"#,
+        ] {
+            assert!(!has_list(raw.as_bytes()), "{raw}");
+        }
+        for raw in [
+            r#"{"t":"[{\"id\":1},{\"id\":2}]","p":["a",{"b":1}]}"#,
+            r#"{"p":[["a"],"b"]}"#,
+        ] {
+            assert!(has_list(raw.as_bytes()), "{raw}");
+        }
     }
 }
