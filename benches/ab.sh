@@ -50,6 +50,9 @@
 # digit detectors read as it reads any number of the message); a variant
 # whose SECTION list names `+id10` counts from 1,000,000,000 whatever
 # AB_ID_FIRST says, so the two are compared on one binary in one run.
+# AB_PROBE="...": what the reply must hold for the call to count as
+# forwarded (default: the filler's first line; a filler with quotes or
+# backslashes comes back escaped, so give a part without them).
 # AB_FILLER="...": the prose the text repeats (e2e.py's is "deploy the
 # billing service to eu-west-1 with three replicas and a canary; ").
 #
@@ -239,7 +242,7 @@ PY
   reply="$(curl -s -X POST -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
     -H 'x-api-key: wk_demo_dev_7Qm2' "${sess[@]}" --data @"$TMP/body.json" "${URL[$name]}")"
   # (the filler's first line: a line break comes back escaped)
-  probe="${AB_FILLER:-deploy the service}"; probe="${probe%%$'\n'*}"
+  probe="${AB_PROBE:-${AB_FILLER:-deploy the service}}"; probe="${probe%%$'\n'*}"
   case "$reply" in *'"result"'*"${probe:0:40}"*) ;; *) echo "$name does not forward the call: ${reply:0:200}" >&2; exit 1 ;; esac
   taskset -c 1 wrk -t1 -c8 -d1s -s "${LUA[$name]}" "${URL[$name]}" >/dev/null
 done

@@ -253,9 +253,42 @@ pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
     if !dials_anything(b) {
         return out;
     }
-    // Tokens as prose splits them (keeping non-ASCII letters together, so
-    // IDNA reads a full-width name), then as a link finder carves an ASCII
-    // address out of glued text.
+    judge_tokens(s, &mut out);
+    out
+}
+
+/// Every forbidden address among the tokens of `s`, added to `out` in
+/// order and without repeats: the tokens as prose splits text (keeping
+/// non-ASCII letters together, so IDNA reads a full-width name), then as a
+/// link finder carves an ASCII address out of glued text. Every token: a
+/// cap would leave the rest of a long text unjudged. Only a token holding
+/// a byte a dialled address needs (`:/\?#`, [`dials_anything`]) can be
+/// one: without one, it is one host with no port, path or `scheme://`
+/// before it, which is prose
+/// (`a_token_without_a_dialling_byte_is_never_forbidden`).
+fn judge_tokens<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+    let mut judge = |token: &'a str| {
+        let token = token.trim_end_matches(['.', '!', '?', ':', '\u{3002}']);
+        if !dials_anything(token.as_bytes()) {
+            return;
+        }
+        if let Some(t) = forbidden_token(token) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    };
+    if s.is_ascii() {
+        // Byte by byte, and only the tokens around those bytes (the same
+        // tokens, in the same order: a property test holds the two
+        // readings equal).
+        for sep in [PROSE_SEP, GLUED_SEP] {
+            for (a, z) in tokens_that_may_dial(s.as_bytes(), sep) {
+                judge(&s[a..z]);
+            }
+        }
+        return;
+    }
     let prose = s.split(|c: char| {
         c.is_whitespace()
             || matches!(
@@ -267,16 +300,82 @@ pub(super) fn bare_forbidden_all(s: &str) -> Vec<&str> {
         !(c.is_ascii_alphanumeric()
             || matches!(c, '.' | '-' | ':' | '/' | '\\' | '?' | '#' | '@' | '%'))
     });
-    // Every token: a cap would leave the rest of a long text unjudged.
     for token in prose.chain(glued).filter(|t| !t.is_empty()) {
-        let token = token.trim_end_matches(['.', '!', '?', ':', '\u{3002}']);
-        if let Some(t) = forbidden_token(token) {
-            if !out.contains(&t) {
-                out.push(t);
-            }
-        }
+        judge(token);
     }
-    out
+}
+
+/// [`TOKEN_CLASS`] bits: an ASCII byte that ends a token as prose splits
+/// text (white space and the punctuation around words), one that ends a
+/// token as a link finder carves one (anything but letters, digits and
+/// `.-:/\?#@%`), and one [`may_dial`] looks for.
+const PROSE_SEP: u8 = 1;
+const GLUED_SEP: u8 = 2;
+const DIAL: u8 = 4;
+
+static TOKEN_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 128 {
+        let c = i as u8;
+        let mut v = 0;
+        // `char::is_whitespace` of an ASCII character.
+        if matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+            || matches!(
+                c,
+                b',' | b';'
+                    | b'"'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'<'
+                    | b'>'
+                    | b'['
+                    | b']'
+                    | b'{'
+                    | b'}'
+                    | b'|'
+                    | b'`'
+            )
+        {
+            v |= PROSE_SEP;
+        }
+        if !(c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'.' | b'-' | b':' | b'/' | b'\\' | b'?' | b'#' | b'@' | b'%'
+            ))
+        {
+            v |= GLUED_SEP;
+        }
+        if matches!(c, b':' | b'/' | b'\\' | b'?' | b'#') {
+            v |= DIAL;
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+};
+
+/// The tokens of ASCII text `b` split at the bytes of class `sep`, in
+/// order, that hold a byte [`dials_anything`] looks for: each found from
+/// such a byte outwards to the separators around it, the text between two
+/// of them never read twice. (No such byte is a separator.)
+fn tokens_that_may_dial(b: &[u8], sep: u8) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let class = move |i: usize| TOKEN_CLASS[b[i] as usize];
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let p = (from..b.len()).find(|&i| class(i) & DIAL != 0)?;
+        let start = (from..p)
+            .rev()
+            .find(|&i| class(i) & sep != 0)
+            .map_or(from, |i| i + 1);
+        let end = (p..b.len())
+            .find(|&i| class(i) & sep != 0)
+            .unwrap_or(b.len());
+        from = end;
+        Some((start, end))
+    })
 }
 
 /// Whether `s`, taken whole, is a forbidden address as a server that
@@ -807,6 +906,70 @@ mod dial_tests {
         ) {
             prop_assume!(!dials_anything(token.as_bytes()));
             prop_assert_eq!(forbidden_token(&token), None);
+        }
+    }
+
+    /// The tokens judged as they were: every token of both splits.
+    fn judge_every_token(s: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let prose = s.split(|c: char| {
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    ',' | ';'
+                        | '"'
+                        | '\''
+                        | '('
+                        | ')'
+                        | '<'
+                        | '>'
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                        | '|'
+                        | '`'
+                )
+        });
+        let glued = s.split(|c: char| {
+            !(c.is_ascii_alphanumeric()
+                || matches!(c, '.' | '-' | ':' | '/' | '\\' | '?' | '#' | '@' | '%'))
+        });
+        for token in prose.chain(glued).filter(|t| !t.is_empty()) {
+            let token = token.trim_end_matches(['.', '!', '?', ':', '\u{3002}']);
+            if let Some(t) = forbidden_token(token) {
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// Only the tokens around a dialling byte are judged, ASCII text
+        /// split a byte at a time: the same addresses, in the same order,
+        /// as judging every token of both splits (text built from pieces
+        /// of addresses, the separators of both splits, the bytes that
+        /// dial, and full-width forms that keep it off the ASCII path).
+        #[test]
+        fn judging_the_tokens_that_may_dial_finds_what_every_token_finds(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("127.0.0.1"), Just("10.0.0.5"), Just("169.254.169.254"), Just("0x7f000001"),
+                Just("localhost"), Just("metadata.google.internal"), Just("db.internal"),
+                Just("[::1]"), Just("2130706433"), Just("user@"), Just("http:"), Just("valkey://"),
+                Just(":"), Just(":80"), Just(":6379"), Just("/"), Just("//"), Just("\\"),
+                Just("?"), Just("#"), Just("."), Just(" "), Just("\n"), Just("\u{b}"), Just(","),
+                Just("\""), Just("'"), Just("("), Just(")"), Just("<"), Just(">"), Just("{"),
+                Just("}"), Just("|"), Just("`"), Just(";"), Just("="), Just("*"), Just("-"),
+                Just("%"), Just("%2e"), Just("word"), Just("v1.2"), Just("491.02"), Just("a"),
+                Just("１２７．０．０．１"), Just("\u{3002}"), Just("\u{85}"),
+            ], 0..24),
+        ) {
+            let s = parts.concat();
+            let mut got = Vec::new();
+            judge_tokens(&s, &mut got);
+            prop_assert_eq!(got, judge_every_token(&s), "{:?}", s);
         }
     }
 
