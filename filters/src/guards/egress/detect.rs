@@ -454,17 +454,27 @@ fn dials_anything(b: &[u8]) -> bool {
 }
 
 fn forbidden_token(token: &str) -> Option<&str> {
+    // (Each look below is at ASCII bytes, which no other character's UTF-8
+    // holds, so every cut falls on a character's edge: a text's tokens are
+    // many and short, and this runs for each that holds a dialling byte.)
+    let slash = |b: u8| b == b'/' || b == b'\\';
+    let slashes = |t: &str| t.bytes().take_while(|&b| slash(b)).count();
     // `//host/…` (protocol-relative) and `\\host\share` (UNC) dial the host.
-    let mut hosted = token.starts_with(['/', '\\']) && token[1..].starts_with(['/', '\\']);
-    let mut token = token.trim_start_matches(['/', '\\']);
+    let lead = slashes(token);
+    let mut hosted = lead >= 2;
+    let mut token = &token[lead..];
     // `http:169.254.169.254/`, `Target:10.0.0.1:80`: each part after a
     // colon that does not hold a port may start the address.
     for _ in 0..32 {
         if token.is_empty() {
             return None;
         }
-        let authority = token.split(['/', '\\', '?', '#']).next().unwrap_or("");
-        let rest = &token[authority.len()..];
+        let b = token.as_bytes();
+        let cut = b
+            .iter()
+            .position(|&c| matches!(c, b'/' | b'\\' | b'?' | b'#'))
+            .unwrap_or(b.len());
+        let (authority, rest) = token.split_at(cut);
         // `user:password@host` dials the host as `user@host` does.
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let (host, port) = match host_port.rsplit_once(':') {
@@ -483,12 +493,13 @@ fn forbidden_token(token: &str) -> Option<&str> {
         {
             return Some(token);
         }
-        let colon = token.find(':')?;
+        let colon = memchr::memchr(b':', b)?;
         // A scheme's name ends in a letter or digit.
-        let scheme = token[..colon].ends_with(|c: char| c.is_ascii_alphanumeric());
+        let scheme = colon > 0 && b[colon - 1].is_ascii_alphanumeric();
         let after = &token[colon + 1..];
-        token = after.trim_start_matches(['/', '\\']);
-        hosted = scheme && after.len() - token.len() >= 2;
+        let n = slashes(after);
+        token = &after[n..];
+        hosted = scheme && n >= 2;
     }
     None
 }
@@ -906,6 +917,69 @@ mod dial_tests {
         ) {
             prop_assume!(!dials_anything(token.as_bytes()));
             prop_assert_eq!(forbidden_token(&token), None);
+        }
+    }
+
+    /// `forbidden_token` as it was written first, with the standard
+    /// library's searches for several characters.
+    fn forbidden_token_reference(token: &str) -> Option<&str> {
+        let mut hosted = token.starts_with(['/', '\\']) && token[1..].starts_with(['/', '\\']);
+        let mut token = token.trim_start_matches(['/', '\\']);
+        for _ in 0..32 {
+            if token.is_empty() {
+                return None;
+            }
+            let authority = token.split(['/', '\\', '?', '#']).next().unwrap_or("");
+            let rest = &token[authority.len()..];
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let (host, port) = match host_port.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, true),
+                _ => (host_port, false),
+            };
+            let dialled = port || !rest.is_empty() || hosted;
+            if !host.is_empty()
+                && !host.contains(':')
+                && dialled
+                && forbidden_host(host, port, rest, hosted)
+            {
+                return Some(token);
+            }
+            let colon = token.find(':')?;
+            let scheme = token[..colon].ends_with(|c: char| c.is_ascii_alphanumeric());
+            let after = &token[colon + 1..];
+            token = after.trim_start_matches(['/', '\\']);
+            hosted = scheme && after.len() - token.len() >= 2;
+        }
+        None
+    }
+
+    proptest! {
+        /// The byte-level reading of a token finds what the first one
+        /// found, on tokens built from the pieces of dialled addresses
+        /// (schemes, credentials, ports, paths, full-width and other
+        /// non-ASCII characters around the bytes it cuts at).
+        #[test]
+        fn a_token_is_read_as_it_was(
+            lead in prop_oneof![Just(""), Just("/"), Just("//"), Just("\\\\"), Just("/\\")],
+            parts in proptest::collection::vec((
+                prop_oneof![
+                    Just("127.0.0.1"), Just("10.0.0.5"), Just("0x7f000001"), Just("localhost"),
+                    Just("metadata.google.internal"), Just("db.internal"), Just("metadata"),
+                    Just("2130706433"), Just("user"), Just("http"), Just("valkey"), Just("80"),
+                    Just("."), Just("%2e"), Just("a"), Just("-"), Just("１２７．０．０．１"),
+                    Just("é"), Just("\u{3002}"), Just("访问"), Just(""),
+                ],
+                prop_oneof![
+                    Just(""), Just(":"), Just(":/"), Just("://"), Just(":\\\\"), Just(":///"),
+                    Just("@"), Just("/"), Just("\\"), Just("?"), Just("#"), Just(":80"),
+                    Just(":80/"), Just("é:"),
+                ],
+            ), 0..5),
+        ) {
+            let t: String = std::iter::once(lead.to_owned())
+                .chain(parts.iter().map(|(w, sep)| format!("{w}{sep}")))
+                .collect();
+            prop_assert_eq!(forbidden_token(&t), forbidden_token_reference(&t), "{:?}", t);
         }
     }
 
