@@ -808,8 +808,8 @@ impl Scanner {
         let mut caps = None;
         let mut from = w0;
         while from <= w1 {
-            if let Some(st) = starts.as_deref_mut() {
-                match st.first(from, w1) {
+            if let Some(st) = starts.as_deref_mut().filter(|st| st.worth_asking()) {
+                match st.ask(from, w1) {
                     Some(p) => from = p,
                     None => break,
                 }

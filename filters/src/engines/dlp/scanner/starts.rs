@@ -33,7 +33,15 @@ pub(super) struct Starts<'a> {
     /// Learned so far, in order, none overlapping: no match of the set
     /// starts in `[lo, hi)`; with `true`, one starts at `hi`.
     known: Vec<(usize, usize, bool)>,
+    /// Questions answered, and how many of the answers spared a search
+    /// (no match in the window, or its first one far into it).
+    asked: u32,
+    spared: u32,
 }
+
+/// How far into a window the first match may begin for the answer to
+/// count as sparing its search most of it.
+const FAR: usize = 64;
 
 impl<'a> Starts<'a> {
     pub(super) fn new(set: &'a Regex, longest: usize, hay: &'a [u8]) -> Starts<'a> {
@@ -42,7 +50,29 @@ impl<'a> Starts<'a> {
             hay,
             longest,
             known: Vec::new(),
+            asked: 0,
+            spared: 0,
         }
+    }
+
+    /// Whether asking still pays in this text: in one dense in numbers
+    /// (ids, order numbers and amounts in prose) a match of some digit
+    /// detector begins near every window, so the answers spare nothing
+    /// and each costs a search of the set. Once most of the answers
+    /// have spared nothing, the detectors search on their own. (Either
+    /// way each finds what it finds: this decides only the cost.)
+    pub(super) fn worth_asking(&self) -> bool {
+        self.asked < 4 || 2 * self.spared >= self.asked
+    }
+
+    /// [`first`](Self::first), counted for [`worth_asking`](Self::worth_asking).
+    pub(super) fn ask(&mut self, x: usize, end: usize) -> Option<usize> {
+        let answer = self.first(x, end);
+        self.asked += 1;
+        if answer.is_none_or(|p| p >= x + FAR) {
+            self.spared += 1;
+        }
+        answer
     }
 
     /// The first place in `[x, end)` where a match of some digit detector
