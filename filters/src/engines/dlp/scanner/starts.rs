@@ -20,8 +20,15 @@
 //! none of its own, and its search may begin at `p`, where the
 //! detector's leftmost match from `from` begins at the earliest.
 
+use std::collections::BTreeMap;
+
 use regex_automata::meta::Regex;
 use regex_automata::Input;
+
+/// The most spans learned in one text: past it the detectors search on
+/// their own (each answer adds a span or two, so a hostile text of many
+/// runs far apart would otherwise grow the map with its length).
+const MOST_KNOWN: usize = 4096;
 
 /// The starts of the digit detectors' matches in one text, learned as
 /// the detectors ask.
@@ -30,9 +37,11 @@ pub(super) struct Starts<'a> {
     hay: &'a [u8],
     /// The longest match of any pattern in the set.
     longest: usize,
-    /// Learned so far, in order, none overlapping: no match of the set
-    /// starts in `[lo, hi)`; with `true`, one starts at `hi`.
-    known: Vec<(usize, usize, bool)>,
+    /// Learned so far, by `lo`, none overlapping: no match of the set
+    /// starts in `[lo, hi)`; with `true`, one starts at `hi`. (A map:
+    /// the detectors ask in turns, each from the text's start, so spans
+    /// are learned out of order.)
+    known: BTreeMap<usize, (usize, bool)>,
     /// Questions answered, and how many of the answers spared a search
     /// (no match in the window, or its first one far into it).
     asked: u32,
@@ -49,7 +58,7 @@ impl<'a> Starts<'a> {
             set,
             hay,
             longest,
-            known: Vec::new(),
+            known: BTreeMap::new(),
             asked: 0,
             spared: 0,
         }
@@ -62,7 +71,7 @@ impl<'a> Starts<'a> {
     /// have spared nothing, the detectors search on their own. (Either
     /// way each finds what it finds: this decides only the cost.)
     pub(super) fn worth_asking(&self) -> bool {
-        self.asked < 4 || 2 * self.spared >= self.asked
+        self.known.len() < MOST_KNOWN && (self.asked < 4 || 2 * self.spared >= self.asked)
     }
 
     /// [`first`](Self::first), counted for [`worth_asking`](Self::worth_asking).
@@ -81,8 +90,7 @@ impl<'a> Starts<'a> {
         let end = end.min(self.hay.len());
         while x < end {
             // The learned span at or just before `x`.
-            let k = self.known.partition_point(|&(lo, _, _)| lo <= x);
-            if let Some(&(_, hi, starts)) = k.checked_sub(1).map(|i| &self.known[i]) {
+            if let Some((_, &(hi, starts))) = self.known.range(..=x).next_back() {
                 if x < hi {
                     x = hi;
                     if starts {
@@ -96,16 +104,21 @@ impl<'a> Starts<'a> {
             }
             // Nothing learned at `x`: search up to the next learned span
             // (a match starting before it ends within `longest` of it).
-            let next = self.known.get(k).map_or(end, |&(lo, _, _)| lo).min(end);
+            let next = self
+                .known
+                .range(x + 1..)
+                .next()
+                .map_or(end, |(&lo, _)| lo)
+                .min(end);
             let reach = next.saturating_add(self.longest).min(self.hay.len());
             let input = Input::new(self.hay).range(x..reach);
             match self.set.search(&input).map(|m| m.start()) {
                 Some(p) if p < next => {
-                    self.known.insert(k, (x, p, true));
+                    self.known.insert(x, (p, true));
                     return Some(p);
                 }
                 _ => {
-                    self.known.insert(k, (x, next, false));
+                    self.known.insert(x, (next, false));
                     x = next;
                 }
             }
@@ -133,6 +146,34 @@ mod tests {
                 .is_some()
             })
         })
+    }
+
+    /// Review (denial of service): the spans learned were kept in a
+    /// vector, and each detector's pass, wider than the one before, put
+    /// its spans between the earlier ones, moving the rest each time: a
+    /// text of many runs far apart made that quadratic. They are kept in
+    /// a map, at most [`MOST_KNOWN`] of them; past that the set is not
+    /// asked.
+    #[test]
+    fn questions_out_of_order_learn_a_bounded_map() {
+        let hay = ["0000000000000000", &";".repeat(169)].concat().repeat(6000);
+        let set = Regex::new_many(&[r"1[0-9]{9}", r"[2-9][0-9]{8}"]).unwrap();
+        let mut starts = Starts::new(&set, 16, hay.as_bytes());
+        // Two passes of windows around each run, the second wider.
+        for reach in [4usize, 9] {
+            for run in (0..hay.len()).step_by(185) {
+                if starts.worth_asking() {
+                    let (a, b) = (run.saturating_sub(reach), run + 16 + reach);
+                    assert_eq!(starts.ask(a, b.min(hay.len())), None);
+                }
+            }
+        }
+        assert!(
+            starts.known.len() <= MOST_KNOWN + 2,
+            "{}",
+            starts.known.len()
+        );
+        assert!(!starts.worth_asking());
     }
 
     proptest! {
