@@ -33,13 +33,26 @@ impl Item {
             .iter()
             .find_map(|suffix| path.strip_suffix(suffix).filter(|h| h.ends_with(']')))
             .or_else(|| path.ends_with(']').then_some(path))?;
-        // The outermost list of the trailing `[i][j]…`.
+        // The outermost list of the trailing `[i][j]…`: only indexes, not
+        // a key the walk writes masked (`[key]`: not a plain name, or one
+        // holding a finding), whose list it is (`."the parts"[0]` is
+        // `.[key][0]`, an item of `.[key]`). Lists under two masked keys
+        // of one object share that name, so their items are read joined
+        // in the order they come: more is read, never less.
+        let index_at = |open: usize| {
+            let close = open + head[open..].find(']')?;
+            head[open + 1..close].parse::<usize>().ok()
+        };
         let mut open = head.rfind('[')?;
+        let index = index_at(open)?;
         while open > 0 && head.as_bytes()[open - 1] == b']' {
-            open = head[..open].rfind('[')?;
+            let before = head[..open].rfind('[')?;
+            if index_at(before).is_none() {
+                break;
+            }
+            open = before;
         }
-        let close = open + head[open..].find(']')?;
-        let index = head[open + 1..close].parse().ok()?;
+        let index = index_at(open).unwrap_or(index);
         Some(Item {
             group: head[..open].to_owned(),
             index,
@@ -261,6 +274,38 @@ mod tests {
         assert!(!has_list(br#"{"a":"x","b":"y","c":1}"#));
         assert!(!has_list(br#"{"a":[1,2],"b":{"c":"d"}}"#));
         assert!(!has_list(br#"{"a":"x,\"b\"","c":"y"}"#));
+    }
+
+    /// Review (bypass, older than the list checks): a list that is the
+    /// value of a key the walk writes masked (a key with a space, a dot,
+    /// a leading digit, over 64 bytes, or holding a finding) had no items:
+    /// its path's `[key]` was read as an index, which did not parse, so a
+    /// secret cut across its items was never read joined.
+    #[test]
+    fn lists_under_masked_keys_are_lists() {
+        let it = Item::at(".result.structuredContent.[key][1]", 0, 0, false).expect("item");
+        assert_eq!(
+            (it.group.as_str(), it.index),
+            (".result.structuredContent.[key]", 1)
+        );
+        let it = Item::at(".p.[key][2][0]", 0, 0, false).expect("item");
+        assert_eq!((it.group.as_str(), it.index), (".p.[key]", 2));
+        let it = Item::at(".[key][3].text", 0, 0, false).expect("item");
+        assert_eq!((it.group.as_str(), it.index), (".[key]", 3));
+        assert!(Item::at(".p.[key]", 0, 0, false).is_none());
+        let s = crate::engines::dlp::Scanner::new(&[]).expect("scanner");
+        for key in ["the parts", "1parts", "a.b", &"k".repeat(65)] {
+            let raw = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {
+                "content": [], "structuredContent": {key: ["AKIAIOSF", "ODNN7EXAMPLE"]}}})
+            .to_string();
+            let found = s.scan_json(raw.as_bytes()).expect("scan");
+            assert!(
+                found
+                    .iter()
+                    .any(|(_, h)| s.detectors[h.detector].name == "aws_access_key_id"),
+                "{key}: {found:?}"
+            );
+        }
     }
 
     /// A list written inside a string (a tool's JSON result as its text)
