@@ -44,7 +44,7 @@ impl Item {
             head[open + 1..close].parse::<usize>().ok()
         };
         let mut open = head.rfind('[')?;
-        let index = index_at(open)?;
+        index_at(open)?;
         while open > 0 && head.as_bytes()[open - 1] == b']' {
             let before = head[..open].rfind('[')?;
             if index_at(before).is_none() {
@@ -52,7 +52,8 @@ impl Item {
             }
             open = before;
         }
-        let index = index_at(open).unwrap_or(index);
+        // Every bracket stepped back to is an index.
+        let index = index_at(open)?;
         Some(Item {
             group: head[..open].to_owned(),
             index,
