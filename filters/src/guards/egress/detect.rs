@@ -521,17 +521,39 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     let ends = |w: &[u8]| {
         before.len() >= w.len() && before[before.len() - w.len()..].eq_ignore_ascii_case(w)
     };
-    PRIVATE_SUFFIXES
-        .iter()
-        .any(|p| starts(p[1..].split('.').next().unwrap_or_default().as_bytes()))
-        || ends(b"metadata")
-        || ends(b"instance-data")
-        || LOOPBACK_ZONES
+    let words = &*DOT_WORDS;
+    words.after.iter().any(|w| starts(w))
+        || words.before.iter().any(|w| ends(w))
+        || words
+            .around
             .iter()
-            .chain(ECHO_ZONES)
-            .filter_map(|z| z.split_once('.'))
-            .any(|(head, tail)| ends(head.as_bytes()) && starts(tail.as_bytes()))
+            .any(|(head, tail)| ends(head) && starts(tail))
 }
+
+/// What [`forbidden_name_at_dot`] looks for around a dot, split out of
+/// the lists of names once (a text has a dot in every sentence).
+struct DotWords {
+    /// The first label of each private suffix (`internal` of `.internal`).
+    after: Vec<&'static [u8]>,
+    /// Names whose every subdomain is forbidden (`metadata.*`).
+    before: [&'static [u8]; 2],
+    /// Each wildcard DNS zone at its first dot (`nip`, `io`).
+    around: Vec<(&'static [u8], &'static [u8])>,
+}
+
+static DOT_WORDS: std::sync::LazyLock<DotWords> = std::sync::LazyLock::new(|| DotWords {
+    after: PRIVATE_SUFFIXES
+        .iter()
+        .map(|p| p[1..].split('.').next().unwrap_or_default().as_bytes())
+        .collect(),
+    before: [b"metadata", b"instance-data"],
+    around: LOOPBACK_ZONES
+        .iter()
+        .chain(ECHO_ZONES)
+        .filter_map(|z| z.split_once('.'))
+        .map(|(head, tail)| (head.as_bytes(), tail.as_bytes()))
+        .collect(),
+});
 
 /// Dotless forbidden names a resolver knows (`/etc/hosts`, a cloud's
 /// search domain): dialled with a port.
