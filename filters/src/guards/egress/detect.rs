@@ -523,7 +523,8 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
     };
     let words = &*DOT_WORDS;
     words.after.iter().any(|w| starts(w))
-        || words.before.iter().any(|w| ends(w))
+        || ends(b"metadata")
+        || ends(b"instance-data")
         || words
             .around
             .iter()
@@ -535,8 +536,6 @@ fn forbidden_name_at_dot(b: &[u8], i: usize) -> bool {
 struct DotWords {
     /// The first label of each private suffix (`internal` of `.internal`).
     after: Vec<&'static [u8]>,
-    /// Names whose every subdomain is forbidden (`metadata.*`).
-    before: [&'static [u8]; 2],
     /// Each wildcard DNS zone at its first dot (`nip`, `io`).
     around: Vec<(&'static [u8], &'static [u8])>,
 }
@@ -546,7 +545,6 @@ static DOT_WORDS: std::sync::LazyLock<DotWords> = std::sync::LazyLock::new(|| Do
         .iter()
         .map(|p| p[1..].split('.').next().unwrap_or_default().as_bytes())
         .collect(),
-    before: [b"metadata", b"instance-data"],
     around: LOOPBACK_ZONES
         .iter()
         .chain(ECHO_ZONES)
