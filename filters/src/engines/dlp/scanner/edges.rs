@@ -176,15 +176,37 @@ fn glue_decision(
 
 /// The whole run of letters and digits `start..end` sits in.
 fn run_around(b: &[u8], start: usize, end: usize) -> (usize, usize) {
-    let lo = b[..start]
+    let word = |c: &u8| c.is_ascii_alphanumeric();
+    // Whole chunks of the run are passed over 32 bytes at a time (the
+    // grouped reading joins hex digests into runs of a kilobyte or more).
+    let mut lo = start;
+    while lo >= CHUNK && every(&b[lo - CHUNK..lo], word) {
+        lo -= CHUNK;
+    }
+    let lo = b[..lo].iter().rposition(|c| !word(c)).map_or(0, |i| i + 1);
+    let mut hi = end;
+    while hi + CHUNK <= b.len() && every(&b[hi..hi + CHUNK], word) {
+        hi += CHUNK;
+    }
+    let hi = b[hi..]
         .iter()
-        .rposition(|c| !c.is_ascii_alphanumeric())
-        .map_or(0, |i| i + 1);
-    let hi = b[end..]
-        .iter()
-        .position(|c| !c.is_ascii_alphanumeric())
-        .map_or(b.len(), |i| end + i);
+        .position(|c| !word(c))
+        .map_or(b.len(), |i| hi + i);
     (lo, hi)
+}
+
+/// The bytes [`every`] looks at in one go.
+const CHUNK: usize = 32;
+
+/// Whether `f` holds for every byte of `b`, read without an early exit
+/// (which the compiler reads many bytes at a time).
+fn every(b: &[u8], f: impl Fn(&u8) -> bool) -> bool {
+    b.iter().fold(true, |all, c| all & f(c))
+}
+
+/// Whether every byte of `b` is a hex digit, [`CHUNK`] bytes at a time.
+fn all_hex(b: &[u8]) -> bool {
+    b.chunks(CHUNK).all(|c| every(c, u8::is_ascii_hexdigit))
 }
 
 /// [`glue_ok`] for the matches of one text, each run of letters and
@@ -222,7 +244,7 @@ impl<'a> Glue<'a> {
             let (lo, hi) = run_around(self.b, start, end);
             #[cfg(test)]
             self.reads.set(self.reads.get() + 1);
-            let hex = self.b[lo..hi].iter().all(u8::is_ascii_hexdigit);
+            let hex = all_hex(&self.b[lo..hi]);
             runs.insert(lo, (hi, hex));
             hex
         })
@@ -256,6 +278,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The run around a match, found 32 bytes at a time, is the one
+        /// found a byte at a time; and the hex look is the plain one.
+        #[test]
+        fn the_run_around_a_match_is_found_as_bytes_read_one_by_one(
+            text in "([0-9a-f]{0,80}[g-z]?[ .-]?){1,8}",
+            at in 0usize..700,
+            len in 1usize..14,
+        ) {
+            let b = text.as_bytes();
+            let start = at.min(b.len().saturating_sub(1));
+            let end = (start + len).min(b.len());
+            let word = |c: &u8| c.is_ascii_alphanumeric();
+            let lo = b[..start].iter().rposition(|c| !word(c)).map_or(0, |i| i + 1);
+            let hi = b[end..].iter().position(|c| !word(c)).map_or(b.len(), |i| end + i);
+            proptest::prop_assert_eq!(super::run_around(b, start, end), (lo, hi));
+            proptest::prop_assert_eq!(
+                super::all_hex(&b[lo..hi]),
+                b[lo..hi].iter().all(u8::is_ascii_hexdigit)
+            );
         }
     }
 

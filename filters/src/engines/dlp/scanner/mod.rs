@@ -807,16 +807,47 @@ impl Scanner {
         let hay = s.as_bytes();
         let mut caps = None;
         let mut from = w0;
+        // The next place a search may begin after `p` (a character's
+        // first byte).
+        let after = |p: usize| {
+            let mut n = p + 1;
+            while n < hay.len() && !s.is_char_boundary(n) {
+                n += 1;
+            }
+            n
+        };
         while from <= w1 {
+            // Where the set says some digit detector's match begins far
+            // into the window, this one's is tried there alone (anchored):
+            // its leftmost match from `from` begins there or later, and
+            // when none begins there the set is asked again from the next
+            // place, rather than this pattern reading the rest of the
+            // window (a glued number of another detector's every line of
+            // hex digests). A start near `from` is searched from as
+            // before: in a text dense in numbers each new question costs
+            // more than the search it spares.
+            let mut anchored = false;
             if let Some(st) = starts.as_deref_mut().filter(|st| st.worth_asking()) {
                 match st.ask(from, w1) {
-                    Some(p) => from = p,
+                    Some(p) => {
+                        anchored = p >= from + starts::FAR;
+                        from = p;
+                    }
                     None => break,
                 }
             }
             let caps = caps.get_or_insert_with(|| d.group.then(|| d.regex.create_captures()));
             let input = Input::new(hay).range(from..w1);
+            let input = if anchored {
+                input.anchored(Anchored::Yes)
+            } else {
+                input
+            };
             let Some((mut m, mut group)) = first_match(d, &input, caps) else {
+                if anchored {
+                    from = after(from);
+                    continue;
+                }
                 break;
             };
             if d.max_len.is_none() && m.end == w1 && w1 < hay.len() {
@@ -834,15 +865,7 @@ impl Scanner {
             let (start, end) = (m.start, group.map_or(m.end, |g| g.end));
             let span = group.unwrap_or(m);
             self.accept(det, s, span, glue, out);
-            from = if end > start {
-                end
-            } else {
-                let mut n = end + 1;
-                while n < hay.len() && !s.is_char_boundary(n) {
-                    n += 1;
-                }
-                n
-            };
+            from = if end > start { end } else { after(end) };
         }
     }
 }

@@ -19,6 +19,12 @@
 //! after the set's `p`: a window with no set match beginning in it has
 //! none of its own, and its search may begin at `p`, where the
 //! detector's leftmost match from `from` begins at the earliest.
+//!
+//! When `p` is far into the window (a glued number of another detector's
+//! every line of hex digests), the detector is tried at `p` alone
+//! (anchored): a match beginning there is the one its search from `from`
+//! would return, and when none does the set is asked again from the next
+//! place, rather than the detector reading the rest of the window.
 
 use std::collections::BTreeMap;
 
@@ -50,7 +56,7 @@ pub(super) struct Starts<'a> {
 
 /// How far into a window the first match may begin for the answer to
 /// count as sparing its search most of it.
-const FAR: usize = 64;
+pub(super) const FAR: usize = 64;
 
 impl<'a> Starts<'a> {
     pub(super) fn new(set: &'a Regex, longest: usize, hay: &'a [u8]) -> Starts<'a> {
