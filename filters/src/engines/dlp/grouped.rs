@@ -239,90 +239,53 @@ fn drops_of(b: &[u8], json: bool, gs: &[(usize, usize)]) -> (Vec<usize>, Vec<usi
 /// [`may_hold_run_in`] of `b` (tests).
 #[cfg(test)]
 fn may_hold_run(b: &[u8], json: bool) -> bool {
-    may_hold_run_in(b, json, &GroupMasks::of(b, json))
+    may_hold_run_in(b, json, &GroupMasks::of(b, json)).is_some()
 }
 
 /// Whether `b` may hold a run [`drops`] reads joined: `false` only when
-/// none can be there, which holds for most prose and is found without
-/// listing every word (listing them was about 60 % of a scan of 1 KiB of
-/// prose). A run read joined has three groups or more, and a letter next
-/// to a digit, inside a group or across a gap (see `marked`); that digit
-/// is in a group of the run, and any group of such a run is one of three
-/// groups in a row of it, the first two of one length of two or more,
-/// the third no longer, set apart by as many separators twice (how
-/// `drops` extends a run). So with no three groups in a row of that shape
-/// around a group that has a digit beside a letter, no run is read.
-/// `true` says only that `drops` must look.
+/// none can be there, which holds for most prose. A run read joined has
+/// three groups or more, and a letter next to a digit, inside a group or
+/// across a gap (see `marked`); that digit is in a group of the run, and
+/// any group of such a run is one of three groups in a row of it, the
+/// first two of one length of two or more, the third no longer, set apart
+/// by as many separators twice (how `drops` extends a run). So with no
+/// three groups in a row of that shape holding a digit beside a letter,
+/// no run is read. `true` says only that `drops` must look.
 ///
-/// The groups are found from bit masks of 64 bytes at a time (group
-/// bytes, digits, letters; in raw JSON without the escapes `groups`
-/// steps over), so a byte costs a few instructions and a group a few
-/// more; only groups with a digit, and their neighbours, are looked at
-/// byte by byte. `may_hold_run_bytewise` (tests) is the same look a byte
-/// at a time.
-///
-/// `m` holds the masks of `b`.
-fn may_hold_run_in(b: &[u8], json: bool, m: &GroupMasks) -> bool {
-    let mut pos = 0;
-    while let Some(d) = m.next_digit(pos) {
-        let k = m.group_at(d);
-        pos = k.1;
-        // A letter next to a digit of this group: inside it, or across
-        // the gap before or after it (`ab 12`, `12 ab`, `12 0xab`). The
-        // byte before and the group after are looked for only when this
-        // group's edge is a digit.
-        let inside = mixed_inside(&b[k.0..k.1]);
-        let with_prev = b[k.0].is_ascii_digit()
-            && m.prev(k.0, |x| x.0)
-                .is_some_and(|q| b[q].is_ascii_alphabetic());
-        let mut next = None;
-        let mut with_next = false;
-        if b[k.1 - 1].is_ascii_digit() {
-            if let Some(n0) = m.next(k.1, |x| x.0) {
-                // A hex prefix begins with `x` (a letter) or `0`: only then
-                // is the group's end needed to read past it.
-                with_next = b[n0].is_ascii_alphabetic() || {
-                    next = m.after(k);
-                    b[n0] == b'0' && next.is_some_and(|n| crossed(b, k, n))
-                };
-            }
-        }
-        if !(inside || with_prev || with_next) {
-            continue;
-        }
-        let prev = m.before(k);
-        let next = next.or_else(|| m.after(k));
-        let len = |g: (usize, usize)| g.1 - g.0;
-        // The rows of three groups that hold the pair: those with this
-        // group, or with it and the one before or after it. A row's first
-        // two groups are of one length of two or more and its third no
-        // longer (see `shaped`): the group two away is looked for only
-        // when the two nearer ones allow it.
-        if inside || with_prev {
-            if let Some(p) = prev.filter(|&p| len(p) >= 2 && len(k) <= len(p)) {
-                if let Some(pp) = m.before(p).filter(|&pp| len(pp) == len(p)) {
-                    if shaped(b, &[pp, p, k], json) {
-                        return true;
-                    }
-                }
-            }
-        }
-        if let (Some(p), Some(n)) = (prev, next) {
-            if shaped(b, &[p, k, n], json) {
-                return true;
-            }
-        }
-        if inside || with_next {
-            if let Some(n) = next.filter(|&n| len(k) >= 2 && len(n) == len(k)) {
-                if let Some(nn) = m.after(n).filter(|&nn| len(nn) <= len(k)) {
-                    if shaped(b, &[k, n, nn], json) {
-                        return true;
-                    }
-                }
-            }
-        }
+/// `m` holds the masks of `b`; the groups of `b` are found from their
+/// edges ([`GroupMasks::groups`], a few instructions a group) and
+/// returned when a run may be there. Each three
+/// in a row are asked their lengths first (two words of one length and a
+/// third no longer are common in prose; each costs a compare), then their
+/// gaps, then whether a digit near a letter lies in them (the masks say
+/// it without reading a byte), and only then are their bytes read for the
+/// pair. (Asked from each digit instead, the groups around it were found
+/// one mask search at a time: about half of a scan of 1 KiB of prose with
+/// dates and ids, and of every event a stream's text is read joined.)
+/// `may_hold_run_bytewise` (tests) is the same look a byte at a time.
+fn may_hold_run_in(b: &[u8], json: bool, m: &GroupMasks) -> Option<Vec<(usize, usize)>> {
+    if m.blocks.iter().all(|x| x.1 == 0) {
+        // No digit in a group near a letter of one: no pair anywhere.
+        return None;
     }
-    false
+    let mut g = [(0, 0); 3];
+    let mut n = 0;
+    m.each_group(|next| {
+        g = [g[1], g[2], next];
+        n += 1;
+        n >= 3 && shaped(b, &g, json) && m.digit_in(g[0].0, g[2].1) && paired(b, &g)
+    })
+    .then(|| m.groups())
+}
+
+/// Whether three groups in a row hold a letter next to a digit, inside
+/// one of them or across the gap between two (`ab 12`, `12 ab`, `12 0xab`).
+fn paired(b: &[u8], g: &[(usize, usize); 3]) -> bool {
+    let cross = |x: (usize, usize), y: (usize, usize)| {
+        let (p, q) = (b[x.1 - 1], b[y.0]);
+        (p.is_ascii_alphabetic() && q.is_ascii_digit()) || crossed(b, x, y)
+    };
+    g.iter().any(|&(s, e)| mixed_inside(&b[s..e])) || cross(g[0], g[1]) || cross(g[1], g[2])
 }
 
 /// The most bytes between two groups of one run: [`MAX_GAP`] separators,
@@ -410,85 +373,72 @@ impl GroupMasks {
         GroupMasks { blocks }
     }
 
-    /// The first set bit of `pick` of the blocks at or after `pos`.
-    fn next(&self, pos: usize, pick: impl Fn(&(u64, u64)) -> u64) -> Option<usize> {
-        let mut k = pos / 64;
-        let mut m = pick(self.blocks.get(k)?) & (u64::MAX << (pos % 64));
-        while m == 0 {
-            k += 1;
-            m = pick(self.blocks.get(k)?);
-        }
-        Some(64 * k + m.trailing_zeros() as usize)
-    }
-
-    /// The last set bit of `pick` of the blocks before `pos`.
-    fn prev(&self, pos: usize, pick: impl Fn(&(u64, u64)) -> u64) -> Option<usize> {
-        if pos == 0 {
-            return None;
-        }
-        let mut k = (pos - 1) / 64;
-        let below = (pos - 1) % 64;
-        let keep = if below == 63 {
-            u64::MAX
-        } else {
-            (1u64 << (below + 1)) - 1
-        };
-        let mut m = pick(&self.blocks[k]) & keep;
-        while m == 0 {
-            k = k.checked_sub(1)?;
-            m = pick(&self.blocks[k]);
-        }
-        Some(64 * k + 63 - m.leading_zeros() as usize)
-    }
-
     /// Every group `(start, end)`, in order: each maximal run of group
     /// bytes (what `groups` lists a byte at a time; a property test holds
     /// the two equal).
     fn groups(&self) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while let Some(start) = self.next(pos, |b| b.0) {
-            let end = self.end_of(start);
-            out.push((start, end));
-            pos = end;
-        }
+        let mut out = Vec::with_capacity(self.count_groups());
+        self.each_group(|g| {
+            out.push(g);
+            false
+        });
         out
     }
 
-    /// The first digit in a group at or after `pos`.
-    fn next_digit(&self, pos: usize) -> Option<usize> {
-        self.next(pos, |b| b.1)
+    /// Calls `f` with each group in order, read off the edges of the
+    /// masks (a bit where a byte's being a group byte differs from the
+    /// byte before's is a group's start, set, or its end, clear), until
+    /// `f` says to stop; says whether it did.
+    fn each_group(&self, mut f: impl FnMut((usize, usize)) -> bool) -> bool {
+        let mut start = 0;
+        let mut before = 0u64;
+        for (k, &(g, _)) in self.blocks.iter().enumerate() {
+            let mut edges = g ^ ((g << 1) | before);
+            before = g >> 63;
+            while edges != 0 {
+                let i = edges.trailing_zeros();
+                edges &= edges - 1;
+                let at = 64 * k + i as usize;
+                if g >> i & 1 == 1 {
+                    start = at;
+                } else if f((start, at)) {
+                    return true;
+                }
+            }
+        }
+        // A group to the last bit ends where the blocks do.
+        before == 1 && f((start, 64 * self.blocks.len()))
     }
 
-    /// The group `(start, end)` that holds group byte `p`.
-    fn group_at(&self, p: usize) -> (usize, usize) {
-        (self.start_of(p), self.end_of(p))
+    /// How many groups there are: their starts, counted a block at a time.
+    fn count_groups(&self) -> usize {
+        let mut before = 0u64;
+        let mut n = 0;
+        for &(g, _) in &self.blocks {
+            n += (g & !((g << 1) | before)).count_ones() as usize;
+            before = g >> 63;
+        }
+        n
     }
 
-    /// Where the group holding group byte `p` begins.
-    fn start_of(&self, p: usize) -> usize {
-        self.prev(p, |b| !b.0).map_or(0, |z| z + 1)
-    }
-
-    /// Where the group holding group byte `p` ends.
-    fn end_of(&self, p: usize) -> usize {
-        // Bits past the text are no group bytes, but a text ending with a
-        // full block has none past it.
-        self.next(p, |b| !b.0).unwrap_or(64 * self.blocks.len())
-    }
-
-    /// The group before the group `g`, if any: its last byte is the last
-    /// group byte before `g`.
-    fn before(&self, g: (usize, usize)) -> Option<(usize, usize)> {
-        let last = self.prev(g.0, |b| b.0)?;
-        Some((self.start_of(last), last + 1))
-    }
-
-    /// The group after the group `g`, if any: it begins at the first group
-    /// byte after `g`.
-    fn after(&self, g: (usize, usize)) -> Option<(usize, usize)> {
-        let start = self.next(g.1, |b| b.0)?;
-        Some((start, self.end_of(start)))
+    /// Whether a digit of a group near a letter of one lies in `lo..hi`
+    /// (only the blocks of `lo..hi` are read: three groups in a row are
+    /// asked once each, so a text is read about three times at most).
+    fn digit_in(&self, lo: usize, hi: usize) -> bool {
+        if lo >= hi {
+            return false;
+        }
+        let (first, last) = (lo / 64, (hi - 1) / 64);
+        (first..=last.min(self.blocks.len().saturating_sub(1))).any(|k| {
+            let mut m = self.blocks[k].1;
+            if k == first {
+                m &= u64::MAX << (lo % 64);
+            }
+            if k == last && !hi.is_multiple_of(64) {
+                m &= (1u64 << (hi % 64)) - 1;
+            }
+            m != 0
+        })
     }
 }
 
@@ -498,16 +448,9 @@ impl GroupMasks {
 #[cfg(test)]
 fn may_hold_run_bytewise(b: &[u8], json: bool) -> bool {
     let gs = groups(b, json);
-    let cross = |x: (usize, usize), y: (usize, usize)| {
-        let (p, q) = (b[x.1 - 1], b[y.0]);
-        (p.is_ascii_alphabetic() && q.is_ascii_digit()) || crossed(b, x, y)
-    };
     gs.windows(3).any(|w| {
         let g = [w[0], w[1], w[2]];
-        shaped(b, &g, json)
-            && (g.iter().any(|&(s, e)| mixed_inside(&b[s..e]))
-                || cross(g[0], g[1])
-                || cross(g[1], g[2]))
+        shaped(b, &g, json) && paired(b, &g)
     })
 }
 
@@ -563,11 +506,10 @@ pub(crate) fn may_be_grouped(b: &[u8]) -> bool {
 /// Whether `b` (raw JSON with `json`) holds a run `drops` reads: the
 /// quick look first, `drops` where it cannot say no.
 fn holds_run(b: &[u8], json: bool) -> bool {
-    let m = GroupMasks::of(b, json);
-    if !may_hold_run_in(b, json, &m) {
+    let Some(gs) = may_hold_run_in(b, json, &GroupMasks::of(b, json)) else {
         return false;
-    }
-    let (whole, dump) = drops_of(b, json, &m.groups());
+    };
+    let (whole, dump) = drops_of(b, json, &gs);
     !whole.is_empty() || !dump.is_empty()
 }
 
