@@ -268,12 +268,19 @@ fn may_hold_run_in(b: &[u8], json: bool, m: &GroupMasks) -> Option<Vec<(usize, u
         // No digit in a group near a letter of one: no pair anywhere.
         return None;
     }
+    // The last three groups; the first two start empty, which no shape
+    // takes (its first group is two bytes or more).
     let mut g = [(0, 0); 3];
-    let mut n = 0;
     m.each_group(|next| {
         g = [g[1], g[2], next];
-        n += 1;
-        n >= 3 && shaped(b, &g, json) && m.digit_in(g[0].0, g[2].1) && paired(b, &g)
+        let len = |k: usize| g[k].1 - g[k].0;
+        // `shaped`'s lengths, asked here first: most rows fail them.
+        len(0) >= 2
+            && len(1) == len(0)
+            && len(2) <= len(0)
+            && shaped(b, &g, json)
+            && m.digit_in(g[0].0, g[2].1)
+            && paired(b, &g)
     })
     .then(|| m.groups())
 }
