@@ -189,7 +189,10 @@ fn decode_line(run: &[u8]) -> Vec<String> {
         [b'0', b'x' | b'X', rest @ ..] => rest,
         _ => run,
     };
-    if digits.len().is_multiple_of(2) && digits.iter().all(u8::is_ascii_hexdigit) {
+    // A run that is no hex most often says so in its first bytes: only
+    // those are looked at before the decoding, which looks at every byte.
+    let head = &digits[..digits.len().min(16)];
+    if digits.len().is_multiple_of(2) && head.iter().all(u8::is_ascii_hexdigit) {
         let mut bytes = Vec::new();
         if hex_into(digits, &mut bytes) {
             let found = readable(&bytes);
