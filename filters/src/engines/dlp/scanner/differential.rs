@@ -118,12 +118,35 @@ fn reference(s: &Scanner, text: &str) -> Vec<Hit> {
     out
 }
 
+/// Each detector's regex searched over the whole text, each search
+/// beginning where the last finding ends (its group's end for a pattern
+/// that reads a character past its token, as the scanner does: `…1.10-`
+/// leaves the `-` to begin `-192.168.1.10`, which a search resumed past
+/// the `-` reads as `168.1.10.10` instead).
 fn reference_raw(s: &Scanner, text: &str) -> Vec<Hit> {
     let mut out = Vec::new();
     for (i, d) in s.detectors.iter().enumerate() {
-        for c in d.regex.captures_iter(Input::new(text)) {
-            let Some(m) = c.get_match() else { continue };
-            let span = if d.group { c.get_group(1) } else { None }.unwrap_or(m.span());
+        let mut caps = d.regex.create_captures();
+        let mut from = 0;
+        let mut found = Vec::new();
+        while from <= text.len() {
+            d.regex
+                .search_captures(&Input::new(text).range(from..), &mut caps);
+            let Some(m) = caps.get_match() else { break };
+            let span = if d.group { caps.get_group(1) } else { None }.unwrap_or(m.span());
+            let end = if d.group { span.end } else { m.end() };
+            from = if end > m.start() {
+                end
+            } else {
+                let mut n = end + 1;
+                while n < text.len() && !text.is_char_boundary(n) {
+                    n += 1;
+                }
+                n
+            };
+            found.push(span);
+        }
+        for span in found {
             let t = &text[span.start..span.end];
             if span.end > span.start
                 && d.validate.is_none_or(|v| v(t))
