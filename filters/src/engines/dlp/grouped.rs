@@ -164,7 +164,7 @@ fn drops_of(b: &[u8], json: bool, gs: &[(usize, usize)]) -> (Vec<usize>, Vec<usi
         let len = e0 - s0;
         let pairs = |&(s, e): &(usize, usize)| {
             let g = &b[s + hex_prefix(&b[s..e])..e];
-            g.len().is_multiple_of(2) && g.iter().all(u8::is_ascii_hexdigit)
+            g.len().is_multiple_of(2) && super::masks::all_hex(g)
         };
         if len < 2 {
             i += 1;

@@ -320,3 +320,17 @@ fn near_through(x: u64, prev: u64, pass: u64) -> u64 {
     }
     (w >> 64) as u64
 }
+
+/// The bytes [`every`] looks at in one go.
+pub(super) const CHUNK: usize = 32;
+
+/// Whether `f` holds for every byte of `b`, read without an early exit
+/// (which the compiler reads many bytes at a time).
+pub(super) fn every(b: &[u8], f: impl Fn(&u8) -> bool) -> bool {
+    b.iter().fold(true, |all, c| all & f(c))
+}
+
+/// Whether every byte of `b` is a hex digit, [`CHUNK`] bytes at a time.
+pub(super) fn all_hex(b: &[u8]) -> bool {
+    b.chunks(CHUNK).all(|c| every(c, u8::is_ascii_hexdigit))
+}

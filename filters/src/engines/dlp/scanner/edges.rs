@@ -176,6 +176,7 @@ fn glue_decision(
 
 /// The whole run of letters and digits `start..end` sits in.
 fn run_around(b: &[u8], start: usize, end: usize) -> (usize, usize) {
+    use crate::engines::dlp::masks::{every, CHUNK};
     let word = |c: &u8| c.is_ascii_alphanumeric();
     // Whole chunks of the run are passed over 32 bytes at a time (the
     // grouped reading joins hex digests into runs of a kilobyte or more).
@@ -193,20 +194,6 @@ fn run_around(b: &[u8], start: usize, end: usize) -> (usize, usize) {
         .position(|c| !word(c))
         .map_or(b.len(), |i| hi + i);
     (lo, hi)
-}
-
-/// The bytes [`every`] looks at in one go.
-const CHUNK: usize = 32;
-
-/// Whether `f` holds for every byte of `b`, read without an early exit
-/// (which the compiler reads many bytes at a time).
-fn every(b: &[u8], f: impl Fn(&u8) -> bool) -> bool {
-    b.iter().fold(true, |all, c| all & f(c))
-}
-
-/// Whether every byte of `b` is a hex digit, [`CHUNK`] bytes at a time.
-fn all_hex(b: &[u8]) -> bool {
-    b.chunks(CHUNK).all(|c| every(c, u8::is_ascii_hexdigit))
 }
 
 /// [`glue_ok`] for the matches of one text, each run of letters and
@@ -244,7 +231,7 @@ impl<'a> Glue<'a> {
             let (lo, hi) = run_around(self.b, start, end);
             #[cfg(test)]
             self.reads.set(self.reads.get() + 1);
-            let hex = all_hex(&self.b[lo..hi]);
+            let hex = crate::engines::dlp::masks::all_hex(&self.b[lo..hi]);
             runs.insert(lo, (hi, hex));
             hex
         })
@@ -298,7 +285,7 @@ mod tests {
             let hi = b[end..].iter().position(|c| !word(c)).map_or(b.len(), |i| end + i);
             proptest::prop_assert_eq!(super::run_around(b, start, end), (lo, hi));
             proptest::prop_assert_eq!(
-                super::all_hex(&b[lo..hi]),
+                crate::engines::dlp::masks::all_hex(&b[lo..hi]),
                 b[lo..hi].iter().all(u8::is_ascii_hexdigit)
             );
         }
