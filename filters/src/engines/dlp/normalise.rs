@@ -387,6 +387,15 @@ impl View {
     /// The original span of the view's bytes `start..end` (`start < end`):
     /// from the first character that produced them to the end of the last,
     /// with everything the view dropped in between. `s` is the original.
+    /// How many of the view's first bytes come from the original's bytes
+    /// before `floor` (a character's first byte in the original): a span
+    /// of the view ending at or before it maps, by [`View::original_tight`],
+    /// to one ending at or before `floor`.
+    pub(crate) fn bytes_before(&self, floor: usize) -> usize {
+        let n = self.from.len() - 1;
+        self.from[..n].partition_point(|&o| o < floor)
+    }
+
     pub(crate) fn original(&self, s: &str, start: usize, end: usize) -> (usize, usize) {
         let last = self.from[end - 1];
         let width = s[last..].chars().next().map_or(0, char::len_utf8);

@@ -167,7 +167,7 @@ impl Scanner {
             .chain([joined.len()])
             .collect();
         let mut hits = Vec::new();
-        self.scan_str_all(&joined, &mut hits);
+        self.scan_str_all_from(&joined, &mut hits, blen);
         for h in hits {
             if h.end <= blen {
                 // Wholly in what the client already got: judged then.

@@ -354,7 +354,7 @@ proptest! {
         runs.sort_unstable_by_key(|c| c.start);
         let glue = edges::Glue::new(&t);
         let mut got = Vec::new();
-        s.confirm_digits(&t, &runs, group, &glue, &mut got);
+        s.confirm_digits(&t, &runs, group, &glue, &mut got, 0);
         for g in group {
             let mut whole = Vec::new();
             s.run_window(g.det, &t, 0, t.len(), &glue, &mut whole);
@@ -401,6 +401,34 @@ proptest! {
             n
         };
         prop_assert_eq!(scan(false), scan(true), "{:?}", t);
+    }
+
+    /// A scan from a floor (a stream's earlier text before a new message)
+    /// finds what the same scan skipping nothing finds past the floor:
+    /// the windows, runs and joined groups it passes over hold nothing
+    /// that ends past it. Texts of every kind, cut anywhere.
+    #[test]
+    fn a_scan_from_a_floor_loses_nothing_past_it(
+        t in prop_oneof![text(), digit_text(), grouped_text()],
+        at in 0.0f64..1.0,
+    ) {
+        let s = scanner();
+        let mut floor = (t.len() as f64 * at) as usize;
+        while !t.is_char_boundary(floor) {
+            floor -= 1;
+        }
+        let scan = |nothing: bool| {
+            SKIP_NOTHING.with(|r| r.set(nothing));
+            let mut found = Vec::new();
+            s.scan_str_all_from(&t, &mut found, floor);
+            SKIP_NOTHING.with(|r| r.set(false));
+            let mut n = names(s, &found);
+            n.sort();
+            n
+        };
+        let got = scan(false);
+        prop_assert!(got.iter().all(|h| h.2 > floor || floor == 0), "{:?}", got);
+        prop_assert_eq!(got, scan(true), "{:?} from {}", t, floor);
     }
 }
 

@@ -438,9 +438,53 @@ impl Scanner {
         gate: Gate,
         memo: Option<&encoded::Decodings<'_>>,
     ) {
-        self.confirm_raw(s, cands, out);
-        self.readings(s, normalise::view(s).as_ref(), out, 0, gate, memo);
+        self.scan_with_all_from(s, cands, out, gate, memo, 0);
+    }
+
+    /// [`Scanner::scan_with_all`] of the matches that end past byte
+    /// `floor` of `s` only (a character's first byte): what a stream's
+    /// earlier text joined to a new message holds that reaches into the
+    /// message. Work whose findings all end at or before `floor` is
+    /// skipped: a detector's windows that end there, the runs that do
+    /// (a run's finding is the whole run), the joined groups' runs whose
+    /// bytes do. Matches ending at or before `floor` are dropped before
+    /// one detector's overlapping matches are resolved, so one of them
+    /// never hides one that reaches past it. `out` must be empty.
+    pub(crate) fn scan_with_all_from(
+        &self,
+        s: &str,
+        cands: &mut [Cand],
+        out: &mut Vec<Hit>,
+        gate: Gate,
+        memo: Option<&encoded::Decodings<'_>>,
+        floor: usize,
+    ) {
+        // (Tests compare it with the same scan skipping nothing.)
+        let skip = if tests_skip_nothing() { 0 } else { floor };
+        self.confirm_from(s, cands, out, skip);
+        self.readings(s, normalise::view(s).as_ref(), out, 0, gate, memo, skip);
+        if floor > 0 {
+            out.retain(|h| h.end > floor);
+        }
         resolve_within_detectors(&self.detectors, out);
+    }
+
+    /// [`Scanner::scan_str_all`] of the matches that end past byte `floor`
+    /// of `s` (see [`Scanner::scan_with_all_from`]).
+    pub(crate) fn scan_str_all_from(&self, s: &str, out: &mut Vec<Hit>, floor: usize) {
+        if floor == 0 {
+            return self.scan_str_all(s, out);
+        }
+        let mut cands = Vec::new();
+        let seen = self.candidates(s.as_bytes(), &mut cands);
+        self.scan_with_all_from(
+            s,
+            &mut cands,
+            out,
+            Gate::of(&seen, s.as_bytes()),
+            None,
+            floor,
+        );
     }
 
     /// The matches in what a reader makes of `s` besides its bytes, as
@@ -455,6 +499,7 @@ impl Scanner {
         depth: u8,
         gate: Gate,
         memo: Option<&encoded::Decodings<'_>>,
+        floor: usize,
     ) {
         if let Some(view) = view {
             // The view read as the text is: its spaced-out words (always),
@@ -467,14 +512,15 @@ impl Scanner {
                 spaced: true,
                 ..Gate::of(&seen, view.text.as_bytes())
             };
-            self.readings(&view.text, None, &mut inner, depth, own, None);
+            self.readings(&view.text, None, &mut inner, depth, own, None, 0);
             mapped(out, inner, |a, b| view.original(s, a, b));
         }
         if let Some(sp) = gate.spaced.then(|| normalise::spaced(s)).flatten() {
             self.view_matches(s, &sp, out);
         }
         if gate.encoded {
-            self.encoded_matches(s, out, depth, memo, |_, _| false);
+            // A run ending at or before `floor` is a finding there, if any.
+            self.encoded_matches(s, out, depth, memo, |_, end| end <= floor);
         }
         if gate.grouped && depth < encoded::MAX_DEPTH {
             let views = grouped::views(s);
@@ -491,10 +537,11 @@ impl Scanner {
             for g in views {
                 // The joined groups as they are and for what they encode.
                 let mut inner = Vec::new();
-                self.scan_as_is(&g.text, &mut inner);
+                self.scan_as_is_from(&g.text, &mut inner, g.bytes_before(floor));
                 let unchanged = |a: usize, b: usize| {
-                    g.unmoved(a, b)
-                        .is_some_and(|o| read.binary_search(&(o, o + b - a)).is_ok())
+                    g.original_tight(s, a, b).1 <= floor
+                        || g.unmoved(a, b)
+                            .is_some_and(|o| read.binary_search(&(o, o + b - a)).is_ok())
                 };
                 self.encoded_matches(&g.text, &mut inner, depth + 1, memo, unchanged);
                 mapped(out, inner, |a, b| g.original_tight(s, a, b));
@@ -522,7 +569,7 @@ impl Scanner {
             let seen = self.scan_as_is(&d.text, &mut found);
             let view = normalise::view(&d.text);
             let gate = Gate::of(&seen, d.text.as_bytes());
-            self.readings(&d.text, view.as_ref(), &mut found, depth + 1, gate, None);
+            self.readings(&d.text, view.as_ref(), &mut found, depth + 1, gate, None, 0);
             mapped(out, found, |a, b| d.original(a, b));
         });
     }
@@ -557,9 +604,15 @@ impl Scanner {
     /// Every validated match in `s` as it is (no normalised view), before
     /// overlaps are resolved.
     fn scan_as_is(&self, s: &str, out: &mut Vec<Hit>) -> Seen {
+        self.scan_as_is_from(s, out, 0)
+    }
+
+    /// [`Scanner::scan_as_is`], a detector's windows that end at or before
+    /// byte `floor` passed over (see [`Scanner::scan_with_all_from`]).
+    fn scan_as_is_from(&self, s: &str, out: &mut Vec<Hit>, floor: usize) -> Seen {
         let mut cands = Vec::new();
         let seen = self.candidates(s.as_bytes(), &mut cands);
-        self.confirm_raw(s, &mut cands, out);
+        self.confirm_from(s, &mut cands, out, floor);
         seen
     }
 
@@ -575,14 +628,14 @@ impl Scanner {
         let Some(view) = view else {
             self.confirm(s, cands, out);
             let before = out.len();
-            self.readings(s, None, out, 0, gate, None);
+            self.readings(s, None, out, 0, gate, None, 0);
             if out.len() > before {
                 resolve_overlaps(&self.detectors, out);
             }
             return;
         };
         self.confirm_raw(s, cands, out);
-        self.readings(s, Some(&view), out, 0, gate, None);
+        self.readings(s, Some(&view), out, 0, gate, None, 0);
         let (invisible, mut kept): (Vec<Hit>, Vec<Hit>) = out
             .drain(..)
             .partition(|h| normalise::invisible(&s[h.start..h.end]));
@@ -621,7 +674,20 @@ impl Scanner {
 
     /// `confirm` before overlaps are resolved.
     fn confirm_raw(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>) {
+        self.confirm_from(s, cands, out, 0);
+    }
+
+    /// [`Scanner::confirm_raw`] but for the windows of bounded detectors
+    /// that end at or before byte `floor`: their matches end there too
+    /// (a bounded detector's window reaches its longest match past its
+    /// candidate, and a search in it ends inside it).
+    fn confirm_from(&self, s: &str, cands: &mut [Cand], out: &mut Vec<Hit>, floor: usize) {
         let len = s.len();
+        // Whether a bounded detector's search in a window ending at `w1`
+        // can find nothing past `floor`.
+        let below = |det: usize, w1: usize| {
+            floor > 0 && w1 <= floor && self.detectors[det].max_len.is_some()
+        };
         let glue = edges::Glue::new(s);
         cands.sort_unstable_by_key(|c| (c.det, c.start));
         let mut i = 0;
@@ -636,7 +702,12 @@ impl Scanner {
                 {
                     i += 1;
                 }
-                self.run_at(det as usize, s, start, &glue, out);
+                let reach = self.detectors[det as usize]
+                    .max_len
+                    .map_or(len, |n| start.saturating_add(n));
+                if !below(det as usize, reach) {
+                    self.run_at(det as usize, s, start, &glue, out);
+                }
                 continue;
             }
             if det == DIGIT_GROUP {
@@ -645,7 +716,7 @@ impl Scanner {
                     i += 1;
                 }
                 if let Some(group) = &self.digit_set {
-                    self.confirm_digits(s, &cands[from..i], group, &glue, out);
+                    self.confirm_digits(s, &cands[from..i], group, &glue, out, floor);
                 }
                 continue;
             }
@@ -660,7 +731,7 @@ impl Scanner {
                 w1 = w1.max(b);
                 i += 1;
             }
-            if !self.detectors[det as usize].at_anchor {
+            if !self.detectors[det as usize].at_anchor && !below(det as usize, w1) {
                 self.run_window(det as usize, s, w0, w1, &glue, out);
             }
         }
@@ -691,6 +762,7 @@ impl Scanner {
         group: &[DigitSearch],
         glue: &edges::Glue<'_>,
         out: &mut Vec<Hit>,
+        floor: usize,
     ) {
         let len = s.len();
         let digits: Vec<usize> = runs
@@ -705,6 +777,10 @@ impl Scanner {
             .as_ref()
             .map(|(set, longest)| starts::Starts::new(set, *longest, s.as_bytes()));
         for g in group {
+            // A bounded detector's window ending at or before `floor` holds
+            // no match past it.
+            let below =
+                |w1: usize| floor > 0 && w1 <= floor && self.detectors[g.det].max_len.is_some();
             let mut window: Option<(usize, usize)> = None;
             for (c, _) in runs.iter().zip(&digits).filter(|(_, &n)| n >= g.need) {
                 let (a, b) = (
@@ -715,13 +791,15 @@ impl Scanner {
                     Some((_, w1)) if a <= w1.saturating_add(g.gap) => *w1 = (*w1).max(b),
                     _ => {
                         if let Some((w0, w1)) = window.replace((a, b)) {
-                            let st = starts.as_mut().filter(|_| g.need > 0);
-                            self.search_window(g.det, s, (w0, w1), glue, st, out);
+                            if !below(w1) {
+                                let st = starts.as_mut().filter(|_| g.need > 0);
+                                self.search_window(g.det, s, (w0, w1), glue, st, out);
+                            }
                         }
                     }
                 }
             }
-            if let Some((w0, w1)) = window {
+            if let Some((w0, w1)) = window.filter(|&(_, w1)| !below(w1)) {
                 let st = starts.as_mut().filter(|_| g.need > 0);
                 self.search_window(g.det, s, (w0, w1), glue, st, out);
             }
@@ -875,6 +953,20 @@ thread_local! {
     /// Tests: the views read every run again, as before they passed over
     /// the runs the text read (the reference they are held to).
     pub(super) static READ_ALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: a scan from a floor skips nothing below it (the reference
+    /// it is held to).
+    pub(super) static SKIP_NOTHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn tests_skip_nothing() -> bool {
+    #[cfg(test)]
+    return SKIP_NOTHING.with(|r| r.get());
+    #[cfg(not(test))]
+    false
 }
 
 fn tests_read_all() -> bool {
