@@ -491,6 +491,7 @@ impl Scanner {
     /// spans of `s`: its normalised `view`, its spaced-out words read
     /// whole (in `s` and in the view), and the text encoded in it
     /// (`depth` encodings down), each as far as `gate` lets it.
+    #[allow(clippy::too_many_arguments)] // each reading's own context, passed down as is
     fn readings(
         &self,
         s: &str,
