@@ -396,6 +396,16 @@ impl View {
         self.from[..n].partition_point(|&o| o < floor)
     }
 
+    /// The most of the view's first bytes whose every span maps, by
+    /// [`View::original`], to one ending at or before `floor` (a character's
+    /// first byte in the original): its last character begins before
+    /// `floor`, and what the view dropped after it ends by then.
+    pub(crate) fn bytes_ending_by(&self, floor: usize) -> usize {
+        let upto = self.from.partition_point(|&o| o <= floor).saturating_sub(1);
+        let before = self.from.partition_point(|&o| o < floor);
+        upto.min(before)
+    }
+
     pub(crate) fn original(&self, s: &str, start: usize, end: usize) -> (usize, usize) {
         let last = self.from[end - 1];
         let width = s[last..].chars().next().map_or(0, char::len_utf8);
@@ -709,6 +719,32 @@ mod tests {
     /// [`View::without`] as it was first written: character by character.
     /// A view's bytes are unmoved where they are the original's, one for
     /// one, with nothing dropped among them or right after them.
+    #[test]
+    fn a_floor_maps_to_the_view_bytes_that_end_by_it() {
+        // A grouped view: a span ending at view byte 4 ends at 5 in the
+        // original (`cd`'s `d`), one ending at 2 at 2 (`b`).
+        let v = View::without("ab-cd ef-gh", &[2, 8]);
+        assert_eq!(v.bytes_before(5), 4);
+        assert_eq!(v.original_tight("ab-cd ef-gh", 0, 4).1, 5);
+        assert_eq!(v.bytes_before(3), 2, "the dropped `-` is before no byte");
+        assert_eq!(v.bytes_before(0), 0);
+        // A normalised view: what it drops after a character (a zero-width
+        // space) belongs to that character's span, so a floor right after
+        // the character but before the space takes it out.
+        let s = "ab\u{200b}cd";
+        let n = view(s).expect("a view");
+        assert_eq!(n.text, "abcd");
+        assert_eq!(n.original(s, 0, 2), (0, 5), "the space goes with `b`");
+        assert_eq!(n.bytes_ending_by(2), 1, "`b`'s span ends past 2");
+        assert_eq!(n.bytes_ending_by(5), 2);
+        for floor in [0, 1, 2, 5, 6, 7] {
+            let k = n.bytes_ending_by(floor);
+            for end in 1..=k {
+                assert!(n.original(s, 0, end).1 <= floor, "{floor} {end}");
+            }
+        }
+    }
+
     #[test]
     fn unmoved_bytes_are_the_originals_one_for_one() {
         let v = View::without("ab-cd ef-gh", &[2, 8]);

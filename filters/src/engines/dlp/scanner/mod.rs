@@ -507,13 +507,19 @@ impl Scanner {
             // and its groups and encoded text as far as its own gate lets
             // them (`ＡＫＩＡ ＩＯＳＦ …`, base64 cut by a zero-width space
             // or written full-width).
+            // (What the view's first `vf` bytes hold ends by `floor`.)
+            let vf = if floor > 0 {
+                view.bytes_ending_by(floor)
+            } else {
+                0
+            };
             let mut inner = Vec::new();
-            let seen = self.scan_as_is(&view.text, &mut inner);
+            let seen = self.scan_as_is_from(&view.text, &mut inner, vf);
             let own = Gate {
                 spaced: true,
                 ..Gate::of(&seen, view.text.as_bytes())
             };
-            self.readings(&view.text, None, &mut inner, depth, own, None, 0);
+            self.readings(&view.text, None, &mut inner, depth, own, None, vf);
             mapped(out, inner, |a, b| view.original(s, a, b));
         }
         if let Some(sp) = gate.spaced.then(|| normalise::spaced(s)).flatten() {
@@ -538,7 +544,8 @@ impl Scanner {
             for g in views {
                 // The joined groups as they are and for what they encode.
                 let mut inner = Vec::new();
-                self.scan_as_is_from(&g.text, &mut inner, g.bytes_before(floor));
+                let gf = if floor > 0 { g.bytes_before(floor) } else { 0 };
+                self.scan_as_is_from(&g.text, &mut inner, gf);
                 let unchanged = |a: usize, b: usize| {
                     g.original_tight(s, a, b).1 <= floor
                         || g.unmoved(a, b)
