@@ -221,7 +221,11 @@ fn drops_of(b: &[u8], json: bool, gs: &[(usize, usize)]) -> (Vec<usize>, Vec<usi
             _ => dump.extend_from_slice(&whole[n..]),
         }
         if read || sub.is_some() {
-            i = j + 1;
+            // A last group shorter than the run's may begin a run of its
+            // own length (`<digest> <digest> AKIA IOSF ODNN …`: `AKIA`
+            // ends the digests' run and begins the key's).
+            let (s, e) = gs[j];
+            i = if e - s < len { j } else { j + 1 };
         } else {
             // A run starting inside this one is part of it, and no more
             // of a run: the next may start at its last group, which may
@@ -764,6 +768,35 @@ mod tests {
             ),
         ] {
             assert_eq!(joined(s).as_deref(), Some(want), "{s:?}");
+        }
+    }
+
+    /// Review (bypass): a key in groups right after a run of longer
+    /// groups read joined (hex digests) lost its first group to that run
+    /// as its shorter last one, and the rest (`IOSF ODNN …`) is no key.
+    /// The last group now begins the next run too.
+    #[test]
+    fn a_short_last_group_also_begins_the_next_run() {
+        let scanner = crate::engines::dlp::Scanner::new(&[]).expect("scanner");
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        for before in [
+            format!("{digest} {digest} "),
+            format!("{digest}\n{digest}\n{digest}\n"),
+            "ab12cd34ef56 ab12cd34ef56 ".to_owned(),
+        ] {
+            for key in [
+                "AKIA IOSF ODNN 7EXA MPLE",
+                "41 4b 49 41 49 4f 53 46 4f 44 4e 4e 37 45 58 41 4d 50 4c 45",
+            ] {
+                let t = format!("{before}{key}");
+                let mut out = Vec::new();
+                scanner.scan_str(&t, &mut out);
+                assert!(
+                    out.iter()
+                        .any(|h| scanner.detectors()[h.detector].name == "aws_access_key_id"),
+                    "{t:?}: {out:?}"
+                );
+            }
         }
     }
 

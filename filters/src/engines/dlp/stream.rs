@@ -241,6 +241,47 @@ mod tests {
             .collect()
     }
 
+    /// The join is read only for what reaches into the new message: what
+    /// the earlier text holds on its own (hex digests, base64, a key
+    /// whole) is not reported again, and what crosses into the message
+    /// from any of those readings still is.
+    #[test]
+    fn encoded_and_grouped_text_split_across_events_is_found() {
+        let s = scanner();
+        let digests =
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 ".repeat(12);
+        // base64 of `AKIAIOSFODNN7EXAMPLE`, cut after its tenth character.
+        let (b64a, b64b) = "QUtJQUlPU0ZPRE5ON0VYQU1QTEU=".split_at(10);
+        for (earlier, next, want) in [
+            (
+                vec![progress(&digests), progress(&format!("key {b64a}"))],
+                progress(b64b),
+                "aws_access_key_id",
+            ),
+            (
+                vec![progress(&digests), progress("AKIA IOSF ODNN")],
+                result(" 7EXA MPLE"),
+                "aws_access_key_id",
+            ),
+            (
+                vec![progress(&digests), progress("ssn 123-45")],
+                progress("-6789"),
+                "us_ssn",
+            ),
+        ] {
+            let got = across(&s, &earlier, &next);
+            assert!(got.iter().any(|d| d == want), "{next}: {got:?}");
+        }
+        // A key wholly in the earlier text, digests after it and before
+        // the message: nothing reaches into the message.
+        let got = across(
+            &s,
+            &[progress(&format!("AKIAIOSFODNN7EXAMPLE {digests}"))],
+            &progress("done"),
+        );
+        assert!(got.is_empty(), "{got:?}");
+    }
+
     #[test]
     fn data_split_across_events_is_found() {
         let s = scanner();
