@@ -450,7 +450,7 @@ impl Scanner {
     /// bytes do. Matches ending at or before `floor` are dropped before
     /// one detector's overlapping matches are resolved, so one of them
     /// never hides one that reaches past it. `out` must be empty.
-    pub(crate) fn scan_with_all_from(
+    fn scan_with_all_from(
         &self,
         s: &str,
         cands: &mut [Cand],
