@@ -52,7 +52,8 @@ pub(crate) struct Seen {
     /// Three groups of two or more letters or digits, each starting the
     /// same distance after the last, the first two ending so too: maybe
     /// a run of groups (`AKIA IOSF ODNN …`, `41 4b 49 …`, see
-    /// `grouped`).
+    /// `grouped`). Not looked for past a `long_run`, which every reader
+    /// of this one takes as a reason to look for groups too.
     pub grouped: bool,
     /// A digit followed by an exponent (`1.2345678e8`): a number a reader
     /// prints in other digits than it is written in (see `engines::dlp::json`).
@@ -507,7 +508,11 @@ impl Prefilter {
                 let single = cont & !(cont << 1) & !(cont >> 1);
                 spaced = spaced_chain(single);
             }
-            if !grouped {
+            // Every reader of `grouped` reads the text's groups when it
+            // holds a long run anyway (see `Seen::grouped`): once one is
+            // seen, the look for groups stops (base64, hashes and tokens
+            // pass the cheap test below in almost every block).
+            if !grouped && !long_run {
                 // In the window of this block and the last (see
                 // `mixed_through` and `lone_tail`): letters and digits with
                 // no quote or bracket between (the message's `"id":12345`
