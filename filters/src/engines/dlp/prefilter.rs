@@ -760,6 +760,25 @@ impl Prefilter {
             }
         }
         let mut digits = digit;
+        // A number inside the block is passed over below unless it holds
+        // `k` digits, so it spans `k` bytes of `ds` in a row: where no `k`
+        // are in a row (most blocks of base64, tokens and prose), only the
+        // numbers at the block's edges are looked at (the one the last
+        // block left open, the one the next block may go on with).
+        let k = self.min_digits.min(4) as u32;
+        if k >= 1 && !has_run(ds, k) && !tests_full_runs() {
+            let first = if run.open {
+                span_mask(0, (!ds).trailing_zeros())
+            } else {
+                0
+            };
+            let last = if ds >> 63 != 0 {
+                !span_mask(0, 64 - ds.leading_ones())
+            } else {
+                0
+            };
+            digits &= first | last;
+        }
         while digits != 0 {
             let p = digits.trailing_zeros();
             let end = p + (!(ds >> p)).trailing_zeros().min(64 - p);
@@ -845,6 +864,20 @@ impl Prefilter {
             }
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: every number of a block is looked at (the reference the
+    /// edge-only look is held to).
+    pub(super) static FULL_RUNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn tests_full_runs() -> bool {
+    #[cfg(test)]
+    return FULL_RUNS.with(|r| r.get());
+    #[cfg(not(test))]
+    false
 }
 
 /// A colon beginning `h:h:h:h:h:h:h` (seven colons, 1–4 hex digits after

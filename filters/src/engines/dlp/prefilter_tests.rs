@@ -76,6 +76,54 @@ fn digit_runs_cross_blocks_and_escapes() {
     }
 }
 
+proptest::proptest! {
+    /// Looking only at the numbers at a block's edges where no run of
+    /// `ds` bytes is long enough to hold a counted number finds exactly
+    /// the candidates a look at every number finds: text dense in digits,
+    /// separators and letters, across block edges, for every count.
+    #[test]
+    fn numbers_at_the_edges_are_all_that_can_count(
+        b in proptest::collection::vec(
+            proptest::prop_oneof![
+                6 => proptest::sample::select(b"0123456789".to_vec()),
+                3 => proptest::sample::select(b" -./_()\\n|%".to_vec()),
+                4 => proptest::sample::select(b"abcXYZ+=:\"".to_vec()),
+            ],
+            0..400,
+        ),
+        min in 1usize..12,
+    ) {
+        let p = digits_only(min);
+        let fast = cands(&p, &b);
+        FULL_RUNS.with(|r| r.set(true));
+        let full = cands(&p, &b);
+        FULL_RUNS.with(|r| r.set(false));
+        proptest::prop_assert_eq!(fast, full);
+    }
+
+    /// The same where digits are few (base64, tokens, prose with ids):
+    /// most blocks take the edge-only look there.
+    #[test]
+    fn numbers_at_the_edges_are_all_that_can_count_in_sparse_text(
+        b in proptest::collection::vec(
+            proptest::prop_oneof![
+                2 => proptest::sample::select(b"0123456789".to_vec()),
+                1 => proptest::sample::select(b" -./_()\\n|%".to_vec()),
+                12 => proptest::sample::select(b"abcXYZ+=:\"".to_vec()),
+            ],
+            0..400,
+        ),
+        min in 1usize..12,
+    ) {
+        let p = digits_only(min);
+        let fast = cands(&p, &b);
+        FULL_RUNS.with(|r| r.set(true));
+        let full = cands(&p, &b);
+        FULL_RUNS.with(|r| r.set(false));
+        proptest::prop_assert_eq!(fast, full);
+    }
+}
+
 #[test]
 fn word_starts_and_escapes() {
     let mut p = Prefilter::new();
