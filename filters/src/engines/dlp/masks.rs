@@ -56,12 +56,17 @@ pub(super) fn lanes<const N: usize>(c: &[u8; 72], f: impl Fn(V) -> [V; N]) -> [u
 pub(super) fn masks(c: &[u8; 72]) -> Masks {
     let [alpha, digit, word, dot, special, high, extra] = lanes(c, |x| {
         // `:;<=>?@` in one range (`;>?` are let through and ignored).
+        // The lead bytes of the characters `specials` reads (zero-width
+        // spaces and joiners, the byte-order mark, tag characters) and
+        // no other: CJK text's lead bytes (0xE3–0xE9) are a third of it.
         let special = range(x, b':', b'@')
             | eq(x, b'!')
             | eq(x, b'#')
             | eq(x, b'+')
             | eq(x, b'\\')
-            | at_or_above(x, 0xE2);
+            | eq(x, 0xE2)
+            | eq(x, 0xEF)
+            | eq(x, 0xF3);
         let alpha = range(x | V::splat(0x20), b'a', b'z');
         let digit = range(x, b'0', b'9');
         let dot = eq(x, b'.');
