@@ -760,13 +760,27 @@ impl Prefilter {
             }
         }
         let mut digits = digit;
-        // A number inside the block is passed over below unless it holds
-        // `k` digits, so it spans `k` bytes of `ds` in a row: where no `k`
-        // are in a row (most blocks of base64, tokens and prose), only the
-        // numbers at the block's edges are looked at (the one the last
-        // block left open, the one the next block may go on with).
-        let k = self.min_digits.min(4) as u32;
-        if k >= 1 && !has_run(ds, k) && !tests_full_runs() {
+        // A number inside the block gives a candidate only when it holds
+        // `min_digits` digits, or three dots and four digits: either way
+        // it spans `k` bytes of `ds` in a row. So only the numbers in such
+        // spans are looked at, and those at the block's edges (the one the
+        // last block left open, the one the next block may go on with):
+        // most numbers of base64, tokens, numeric rows and prose are short.
+        if !tests_full_runs() {
+            let k = self.min_digits.min(7) as u32;
+            // Bit i: bytes i..i + k all in `ds`; then every byte of those.
+            let (mut long, mut have) = (ds, 1);
+            while have < k {
+                let step = (k - have).min(have);
+                long &= long >> step;
+                have += step;
+            }
+            let mut have = 1;
+            while have < k {
+                let step = (k - have).min(have);
+                long |= long << step;
+                have += step;
+            }
             let first = if run.open {
                 span_mask(0, (!ds).trailing_zeros())
             } else {
@@ -777,7 +791,7 @@ impl Prefilter {
             } else {
                 0
             };
-            digits &= first | last;
+            digits &= long | first | last;
         }
         while digits != 0 {
             let p = digits.trailing_zeros();

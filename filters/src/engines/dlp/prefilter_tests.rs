@@ -53,6 +53,11 @@ fn digit_runs_cross_blocks_and_escapes() {
     // Dates and versions are not runs of nine.
     assert!(cands(&p, b"on 2026-11-02 covered 1.8.3 ships").is_empty());
     assert!(cands(&p, b"host 10.0.0.1 up").iter().any(|c| c.det == 1));
+    // The shortest dotted quad, seven bytes, at every place of a block.
+    for pad in 0..70 {
+        let s = format!("{}ip=1.2.3.4;up", "x".repeat(pad));
+        assert!(cands(&p, s.as_bytes()).iter().any(|c| c.det == 1), "{s}");
+    }
     assert!(cands(&p, b"id 12345678A").iter().any(|c| c.det == 2));
     assert!(!cands(&p, b"id 1234567A").iter().any(|c| c.det == 2));
     // Digits a match cannot join (no pattern lets eight separators sit
