@@ -108,17 +108,23 @@ pub(super) fn separators(c: &[u8; 72]) -> u64 {
     sep
 }
 
-/// Whether `x` holds `n` (1..=64) consecutive set bits: after each step,
-/// bit `i` says bits `i..i + have` are all set.
+/// Whether `x` holds `n` (1..=64) consecutive set bits.
 #[inline(always)]
-pub(super) fn has_run(mut x: u64, n: u32) -> bool {
+pub(super) fn has_run(x: u64, n: u32) -> bool {
+    run_starts(x, n) != 0
+}
+
+/// The bits of `x` that begin `n` (1..=64) consecutive set bits: after
+/// each step, bit `i` says bits `i..i + have` are all set.
+#[inline(always)]
+pub(super) fn run_starts(mut x: u64, n: u32) -> u64 {
     let mut have = 1;
     while have < n {
         let s = (n - have).min(have);
         x &= x >> s;
         have += s;
     }
-    x != 0
+    x
 }
 
 /// Whether `n` or more bits are set (without a popcount instruction).

@@ -23,7 +23,7 @@
 
 use super::masks::{
     at_least, backslashes, has_run, joinable, lone_tail, masks, mixed, mixed_through, periodic,
-    separators, spaced_chain, span_mask,
+    run_starts, separators, spaced_chain, span_mask,
 };
 use super::spec::{After, Special, Trigger};
 
@@ -769,13 +769,7 @@ impl Prefilter {
         if !tests_full_runs() {
             let k = self.min_digits.min(7) as u32;
             // Bit i: bytes i..i + k all in `ds`; then every byte of those.
-            let (mut long, mut have) = (ds, 1);
-            while have < k {
-                let step = (k - have).min(have);
-                long &= long >> step;
-                have += step;
-            }
-            let mut have = 1;
+            let (mut long, mut have) = (run_starts(ds, k), 1);
             while have < k {
                 let step = (k - have).min(have);
                 long |= long << step;
@@ -883,7 +877,7 @@ impl Prefilter {
 #[cfg(test)]
 thread_local! {
     /// Tests: every number of a block is looked at (the reference the
-    /// edge-only look is held to).
+    /// look at only the numbers that can count is held to).
     pub(super) static FULL_RUNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 

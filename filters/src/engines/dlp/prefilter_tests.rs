@@ -81,51 +81,56 @@ fn digit_runs_cross_blocks_and_escapes() {
     }
 }
 
+/// Text of digits, digit-run separators and other bytes in the given
+/// proportions.
+fn numbers_text(
+    digits: u32,
+    separators: u32,
+    others: u32,
+) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        proptest::prop_oneof![
+            digits => proptest::sample::select(b"0123456789".to_vec()),
+            separators => proptest::sample::select(b" -./_()\\n|%".to_vec()),
+            others => proptest::sample::select(b"abcXYZ+=:\"".to_vec()),
+        ],
+        0..400,
+    )
+}
+
+/// The candidates of `b` with numbers read only where they can count
+/// are those of reading every number.
+fn only_counting_numbers_read(
+    b: &[u8],
+    min: usize,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let p = digits_only(min);
+    let fast = cands(&p, b);
+    FULL_RUNS.with(|r| r.set(true));
+    let full = cands(&p, b);
+    FULL_RUNS.with(|r| r.set(false));
+    proptest::prop_assert_eq!(fast, full);
+    Ok(())
+}
+
 proptest::proptest! {
-    /// Looking only at the numbers at a block's edges where no run of
-    /// `ds` bytes is long enough to hold a counted number finds exactly
+    /// Reading a block's numbers only inside spans of `ds` bytes long
+    /// enough to give a candidate, and at the block's edges, finds exactly
     /// the candidates a look at every number finds: text dense in digits,
     /// separators and letters, across block edges, for every count.
     #[test]
-    fn numbers_at_the_edges_are_all_that_can_count(
-        b in proptest::collection::vec(
-            proptest::prop_oneof![
-                6 => proptest::sample::select(b"0123456789".to_vec()),
-                3 => proptest::sample::select(b" -./_()\\n|%".to_vec()),
-                4 => proptest::sample::select(b"abcXYZ+=:\"".to_vec()),
-            ],
-            0..400,
-        ),
-        min in 1usize..12,
-    ) {
-        let p = digits_only(min);
-        let fast = cands(&p, &b);
-        FULL_RUNS.with(|r| r.set(true));
-        let full = cands(&p, &b);
-        FULL_RUNS.with(|r| r.set(false));
-        proptest::prop_assert_eq!(fast, full);
+    fn numbers_at_the_edges_are_all_that_can_count(b in numbers_text(6, 3, 4), min in 1usize..12) {
+        only_counting_numbers_read(&b, min)?;
     }
 
     /// The same where digits are few (base64, tokens, prose with ids):
-    /// most blocks take the edge-only look there.
+    /// most numbers are passed over there.
     #[test]
     fn numbers_at_the_edges_are_all_that_can_count_in_sparse_text(
-        b in proptest::collection::vec(
-            proptest::prop_oneof![
-                2 => proptest::sample::select(b"0123456789".to_vec()),
-                1 => proptest::sample::select(b" -./_()\\n|%".to_vec()),
-                12 => proptest::sample::select(b"abcXYZ+=:\"".to_vec()),
-            ],
-            0..400,
-        ),
+        b in numbers_text(2, 1, 12),
         min in 1usize..12,
     ) {
-        let p = digits_only(min);
-        let fast = cands(&p, &b);
-        FULL_RUNS.with(|r| r.set(true));
-        let full = cands(&p, &b);
-        FULL_RUNS.with(|r| r.set(false));
-        proptest::prop_assert_eq!(fast, full);
+        only_counting_numbers_read(&b, min)?;
     }
 }
 
