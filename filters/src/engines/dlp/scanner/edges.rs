@@ -168,10 +168,68 @@ fn glue_decision(
         return !lone_v;
     }
     let token = &b[start..end];
-    if !token.iter().all(u8::is_ascii_digit) || token.len() >= 12 {
+    if !token.iter().all(u8::is_ascii_digit) || token.len() >= HEX_GLUED_DIGITS {
         return true;
     }
     !hex_run()
+}
+
+/// Bare digits glued inside a token of hex digits stand as a finding from
+/// this many on (see [`glue_decision`]).
+pub(super) const HEX_GLUED_DIGITS: usize = 12;
+
+/// Whether no finding of built-in detector `name` (run as `pattern`, its
+/// glued reading) can hold a digit of a run of fewer than
+/// [`HEX_GLUED_DIGITS`] bare digits set between two letters inside a
+/// token of hex digits (`…e3f1234567a9…`). Such a finding holds no letter
+/// (its token, group 1 or the whole match, matches none), so it lies
+/// inside that run: bare digits glued to a letter in hex, which
+/// [`glue_decision`] refuses to every detector but the IPv4 address's
+/// (whose glue is a lone `v`). The digit detectors' searches pass such
+/// runs over (hex digests are full of them).
+pub(super) fn sealed_in_hex(name: &str, pattern: &str) -> bool {
+    use regex_syntax::hir::{Class, Hir, HirKind};
+    fn letters(h: &Hir) -> bool {
+        let letter = |lo: u32, hi: u32| {
+            [(b'A', b'Z'), (b'a', b'z')]
+                .iter()
+                .any(|&(a, z)| lo <= u32::from(z) && hi >= u32::from(a))
+        };
+        match h.kind() {
+            HirKind::Empty | HirKind::Look(_) => false,
+            HirKind::Literal(l) => l.0.iter().any(|&c| c.is_ascii_alphabetic()),
+            HirKind::Class(Class::Unicode(c)) => {
+                c.iter().any(|r| letter(r.start() as u32, r.end() as u32))
+            }
+            HirKind::Class(Class::Bytes(c)) => c
+                .iter()
+                .any(|r| letter(u32::from(r.start()), u32::from(r.end()))),
+            HirKind::Repetition(r) => letters(&r.sub),
+            HirKind::Capture(c) => letters(&c.sub),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(letters),
+        }
+    }
+    fn group(h: &Hir) -> Option<&Hir> {
+        match h.kind() {
+            HirKind::Capture(c) if c.index == 1 => Some(h),
+            HirKind::Capture(c) => group(&c.sub),
+            HirKind::Repetition(r) => group(&r.sub),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().find_map(group),
+            _ => None,
+        }
+    }
+    if name == "ipv4_address" {
+        return false;
+    }
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .unicode(false)
+        .build()
+        .parse(pattern)
+    else {
+        return false;
+    };
+    !letters(group(&hir).unwrap_or(&hir))
 }
 
 /// The whole run of letters and digits `start..end` sits in.
@@ -221,20 +279,39 @@ impl<'a> Glue<'a> {
 
     /// [`glue_ok`] of the match `start..end` of this text.
     pub(super) fn ok(&self, name: &str, start: usize, end: usize) -> bool {
-        glue_decision(name, self.b, start, end, || {
-            let mut runs = self.runs.borrow_mut();
-            if let Some((_, &(hi, hex))) = runs.range(..=start).next_back() {
-                if end <= hi {
-                    return hex;
-                }
+        glue_decision(name, self.b, start, end, || self.hex_run(start, end))
+    }
+
+    /// Whether the whole run of letters and digits around `start..end`
+    /// is hex digits.
+    fn hex_run(&self, start: usize, end: usize) -> bool {
+        let mut runs = self.runs.borrow_mut();
+        if let Some((_, &(hi, hex))) = runs.range(..=start).next_back() {
+            if end <= hi {
+                return hex;
             }
-            let (lo, hi) = run_around(self.b, start, end);
-            #[cfg(test)]
-            self.reads.set(self.reads.get() + 1);
-            let hex = crate::engines::dlp::masks::all_hex(&self.b[lo..hi]);
-            runs.insert(lo, (hi, hex));
-            hex
-        })
+        }
+        let (lo, hi) = run_around(self.b, start, end);
+        #[cfg(test)]
+        self.reads.set(self.reads.get() + 1);
+        let hex = crate::engines::dlp::masks::all_hex(&self.b[lo..hi]);
+        runs.insert(lo, (hi, hex));
+        hex
+    }
+
+    /// Whether `start..end` is a run of fewer than [`HEX_GLUED_DIGITS`]
+    /// bare digits with a letter on each side, inside a token of hex
+    /// digits: no finding of a detector [`sealed_in_hex`] holds a digit
+    /// of it.
+    pub(super) fn sealed(&self, start: usize, end: usize) -> bool {
+        let b = self.b;
+        start > 0
+            && end < b.len()
+            && end - start < HEX_GLUED_DIGITS
+            && b[start - 1].is_ascii_alphabetic()
+            && b[end].is_ascii_alphabetic()
+            && b[start..end].iter().all(u8::is_ascii_digit)
+            && self.hex_run(start, end)
     }
 }
 

@@ -157,3 +157,143 @@ fn glued_tokens_side_by_side_are_each_found() {
         .collect();
     assert_eq!(ssns, ["123-45-6789", "123-45-6788"], "{got:?}");
 }
+
+/// The digit detectors whose findings hold no letter pass over runs of
+/// bare digits sealed between two letters of a hex token; the others
+/// (an IBAN's letters, an address's glue) do not.
+#[test]
+fn detectors_sealed_in_hex_are_those_whose_findings_hold_no_letter() {
+    let s = scanner();
+    let sealed: Vec<&str> = s
+        .digit_set
+        .iter()
+        .flatten()
+        .filter(|g| g.sealed)
+        .map(|g| s.detectors[g.det].name.as_str())
+        .collect();
+    for name in [
+        "phone_us",
+        "phone_uk",
+        "phone_de",
+        "phone_fr",
+        "us_ssn",
+        "us_itin",
+        "card_visa",
+        "card_mastercard",
+        "card_amex",
+    ] {
+        assert!(sealed.contains(&name), "{name}: {sealed:?}");
+    }
+    assert!(!sealed.contains(&"iban"), "{sealed:?}");
+    for name in ["iban", "ipv4_address", "spain_dni", "uk_nino", "email"] {
+        let pattern = edges::pattern(name).unwrap_or_else(|| panic!("{name}"));
+        assert!(!edges::sealed_in_hex(name, pattern), "{name}");
+    }
+    // Group 1 decides, not the bytes read around it.
+    assert!(edges::sealed_in_hex(
+        "x",
+        r"(?:^|[^0-9])(\d{9})(?:[^0-9]|$)"
+    ));
+    assert!(!edges::sealed_in_hex("x", r"(?:^|[^0-9])(\d{8}[A-Z])"));
+    assert!(!edges::sealed_in_hex("x", r"(?i)\d{8}k"));
+}
+
+/// Inside a digest a run of twelve bare digits is as long as a finding
+/// glued in hex may be (a German mobile number): it still wakes the
+/// detectors; eleven does not make a finding there.
+#[test]
+fn twelve_glued_digits_in_hex_still_wake_the_detectors() {
+    let digest = |n: &str| format!("3f78a6e0c9d1ab{n}ec7e6dc881de23b1ad");
+    let got = found(&digest("015112345678"));
+    assert!(got.iter().any(|(d, _)| d == "phone_de"), "{got:?}");
+    let got = found(&digest("01511234567"));
+    assert!(!got.iter().any(|(d, _)| d == "phone_de"), "{got:?}");
+    // Beside a separator the run is no longer sealed: `-45-6789` follows.
+    let got = found("3f78a6e0c9d1ab123-45-6789 x");
+    assert!(got.iter().any(|(d, _)| d == "us_ssn"), "{got:?}");
+}
+
+/// A scanner whose digit detectors search around every run, sealed in
+/// hex or not: the reference of the next property.
+fn waking_every_run() -> &'static Scanner {
+    static S: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        WAKE_SEALED.with(|w| w.set(true));
+        let s = Scanner::new(&[]);
+        WAKE_SEALED.with(|w| w.set(false));
+        s.unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// Text of hex tokens (digests with long runs of digits), numbers that are
+/// findings (cards, SSNs, phone numbers) glued to them or set apart, and
+/// separators.
+fn hex_and_numbers() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let hex = proptest::collection::vec(
+        prop_oneof![
+            3 => proptest::sample::select(b"0123456789".to_vec()),
+            2 => proptest::sample::select(b"abcdef".to_vec()),
+            1 => proptest::sample::select(b"ABCDEF".to_vec()),
+        ],
+        1..48,
+    )
+    .prop_map(|v| String::from_utf8(v).unwrap_or_default());
+    let piece = prop_oneof![
+        6 => hex,
+        1 => proptest::sample::select(vec![
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "5555555555554444",
+            "378282246310005",
+            "123-45-6789",
+            "123456789",
+            "078-05-1120",
+            "015112345678",
+            "01511234567",
+            "(555) 123-4567",
+            "555-123-4567",
+            "07700 900123",
+            "01 23 45 67 89",
+            "900-70-1234",
+            "12345678Z",
+            "DE89370400440532013000",
+            "de89 3704 0044 0532 0130 00",
+        ])
+        .prop_map(str::to_owned),
+        3 => proptest::sample::select(vec![" ", "\n", "-", ".", "/", "_", " - ", "x", "g", "Q"])
+            .prop_map(str::to_owned),
+    ];
+    proptest::collection::vec(piece, 1..40).prop_map(|v| v.concat())
+}
+
+proptest::proptest! {
+    /// Passing over runs sealed in hex finds what waking the digit
+    /// detectors around every run finds: in the text as it is, and in a
+    /// message (its encoded and grouped readings too).
+    #[test]
+    fn runs_sealed_in_hex_hide_no_finding(text in hex_and_numbers()) {
+        let (fast, full) = (scanner(), waking_every_run());
+        let spans = |s: &Scanner| {
+            let mut h = Vec::new();
+            s.scan_str(&text, &mut h);
+            let mut v: Vec<_> = h.iter().map(|h| (h.detector, h.start, h.end)).collect();
+            v.sort_unstable();
+            v
+        };
+        proptest::prop_assert_eq!(spans(fast), spans(full));
+        let raw = serde_json::json!({"result": {"content": [{"type": "text", "text": text}]}})
+            .to_string();
+        let json = |s: &Scanner| {
+            let mut v: Vec<_> = s
+                .scan_json(raw.as_bytes())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, h)| (p, h.detector, h.start, h.end))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        proptest::prop_assert_eq!(json(fast), json(full));
+    }
+}

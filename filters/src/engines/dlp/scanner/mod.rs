@@ -118,6 +118,9 @@ pub(super) struct DigitSearch {
     pub(super) need: usize,
     pub(super) reach: usize,
     pub(super) gap: usize,
+    /// No finding of it holds a digit of a run [`edges::Glue::sealed`]
+    /// says is sealed in hex: such runs wake it nowhere.
+    pub(super) sealed: bool,
 }
 
 /// How close two windows of one digit detector are searched as one:
@@ -211,6 +214,9 @@ impl Scanner {
                         .iter()
                         .all(|t| matches!(t, detectors::Trigger::Digits(_)))
                 });
+                let sealed = detectors[d].glued
+                    && !tests_wake_sealed()
+                    && edges::sealed_in_hex(&detectors[d].name, &sources[d]);
                 match (own_run, detectors[d].max_len) {
                     // A match holds `need` digits of its run and is no
                     // longer than the longest match: it reaches past the
@@ -220,6 +226,7 @@ impl Scanner {
                         need,
                         reach: n.saturating_sub(need),
                         gap: JOIN_GAP,
+                        sealed,
                     },
                     // A detector woken by other triggers too (an IBAN: its
                     // account part's letters break the run of digits) need
@@ -230,6 +237,7 @@ impl Scanner {
                         need: 0,
                         reach: widest,
                         gap: 0,
+                        sealed: false,
                     },
                 }
             })
@@ -780,6 +788,16 @@ impl Scanner {
                 super::prefilter::most_digits_in_a_run(&b[c.start.min(len)..c.end.min(len)])
             })
             .collect();
+        // Runs sealed in hex (a digest's digits between two of its
+        // letters): only the detectors that may find something there
+        // search around them.
+        let sealed: Vec<bool> = if group.iter().any(|g| g.sealed) {
+            runs.iter()
+                .map(|c| glue.sealed(c.start.min(len), c.end.min(len)))
+                .collect()
+        } else {
+            vec![false; runs.len()]
+        };
         let mut starts = self
             .digit_starts
             .as_ref()
@@ -790,7 +808,13 @@ impl Scanner {
             let below =
                 |w1: usize| floor > 0 && w1 <= floor && self.detectors[g.det].max_len.is_some();
             let mut window: Option<(usize, usize)> = None;
-            for (c, _) in runs.iter().zip(&digits).filter(|(_, &n)| n >= g.need) {
+            let woken = runs
+                .iter()
+                .zip(&digits)
+                .zip(&sealed)
+                .filter(|((_, &n), &shut)| n >= g.need && !(shut && g.sealed))
+                .map(|((c, _), _)| c);
+            for c in woken {
                 let (a, b) = (
                     c.start.saturating_sub(g.reach),
                     c.end.saturating_add(g.reach).min(len),
@@ -973,6 +997,20 @@ thread_local! {
 fn tests_skip_nothing() -> bool {
     #[cfg(test)]
     return SKIP_NOTHING.with(|r| r.get());
+    #[cfg(not(test))]
+    false
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: runs sealed in hex wake every digit detector (the reference
+    /// the searches that pass them over are held to).
+    pub(super) static WAKE_SEALED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn tests_wake_sealed() -> bool {
+    #[cfg(test)]
+    return WAKE_SEALED.with(|r| r.get());
     #[cfg(not(test))]
     false
 }
