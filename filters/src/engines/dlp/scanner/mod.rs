@@ -741,7 +741,11 @@ impl Scanner {
             i += 1;
             while let Some(c) = cands.get(i).filter(|c| c.det == det) {
                 let (a, b) = window(c);
-                if a > w1 {
+                // Windows closer than JOIN_GAP are searched as one (a
+                // search costs more to begin than a few bytes cost to
+                // read): no match lies in the bytes between them, each
+                // holding its candidate. Not one the floor lets pass.
+                if a > w1 && (a > w1.saturating_add(JOIN_GAP) || below(det as usize, w1)) {
                     break;
                 }
                 w1 = w1.max(b);
