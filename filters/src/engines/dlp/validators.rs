@@ -195,8 +195,35 @@ pub(super) fn jwt(s: &str) -> bool {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(head)
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|v| v.get("alg").is_some())
+        .and_then(|b| serde_json::from_slice::<Alg>(&b).ok())
+        .is_some_and(|a| a.0)
+}
+
+/// Whether a JSON document is an object with an `alg` member (a JWT's
+/// header), read without building it: its keys as they unescape, every
+/// value passed over (a header that parsed into a `serde_json::Value`
+/// allocated a map of strings for each token read).
+struct Alg(bool);
+
+impl<'de> serde::Deserialize<'de> for Alg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Alg, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Alg;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Alg, M::Error> {
+                let mut alg = false;
+                while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    alg |= key == "alg";
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(Alg(alg))
+            }
+        }
+        d.deserialize_map(Members)
+    }
 }
 
 pub(super) fn phone(s: &str) -> bool {
@@ -267,4 +294,53 @@ pub(super) fn has_digit(s: &str) -> bool {
 
 pub(super) fn zero_width_run(s: &str) -> bool {
     s.chars().count() >= 3
+}
+
+#[cfg(test)]
+mod jwt_tests {
+    use base64::Engine;
+
+    /// The header read as a `serde_json::Value` was (the reference).
+    fn by_value(head: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(head)
+            .ok()
+            .is_some_and(|v| v.get("alg").is_some())
+    }
+
+    fn token(head: &[u8]) -> String {
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.eyJzdWIiOiIxIn0.c2ln", enc.encode(head))
+    }
+
+    /// A header is a JWT's where it was: an object holding `alg` (escaped
+    /// or not, twice, among other members), and not a list, a string, an
+    /// object without it, or broken JSON.
+    #[test]
+    fn a_header_with_alg_is_read_as_before() {
+        for head in [
+            &br#"{"alg":"HS256","typ":"JWT"}"#[..],
+            br#"{"typ":"JWT","alg":null}"#,
+            br#"{"al\u0067":"none"}"#,
+            br#"{"alg":"a","alg":"b"}"#,
+            br#" {"kid":{"x":[1,2,{"alg":1}]},"alg":{}} "#,
+            br#"{"typ":"JWT"}"#,
+            br#"{"kid":{"alg":"HS256"}}"#,
+            br#"["alg"]"#,
+            br#""alg""#,
+            br#"{"alg":"HS256""#,
+            br#"{"alg":"HS256"} x"#,
+            br#"{"ALG":"HS256"}"#,
+            b"",
+        ] {
+            assert_eq!(
+                super::jwt(&token(head)),
+                by_value(head),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert!(super::jwt(&token(br#"{"alg":"HS256"}"#)));
+        assert!(super::jwt(&token(br#"{"a\u006cg":"none"}"#)));
+        assert!(!super::jwt(&token(br#"{"kid":{"alg":"HS256"}}"#)));
+    }
 }
