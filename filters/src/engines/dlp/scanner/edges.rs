@@ -186,7 +186,11 @@ pub(super) const HEX_GLUED_DIGITS: usize = 12;
 /// inside that run: bare digits glued to a letter in hex, which
 /// [`glue_decision`] refuses to every detector but the IPv4 address's
 /// (whose glue is a lone `v`). The digit detectors' searches pass such
-/// runs over (hex digests are full of them).
+/// runs over (hex digests are full of them). Their windows still hold
+/// every finding, and the searches resume in step: a match that holds a
+/// digit of such a run lies inside it (with its boundary letters, as
+/// every such pattern reads a byte that is no digit before its token),
+/// so no search begins inside one and runs past its end.
 pub(super) fn sealed_in_hex(name: &str, pattern: &str) -> bool {
     use regex_syntax::hir::{Class, Hir, HirKind};
     fn letters(h: &Hir) -> bool {
@@ -209,12 +213,15 @@ pub(super) fn sealed_in_hex(name: &str, pattern: &str) -> bool {
             HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(letters),
         }
     }
+    // Group 1 where every match holds it (not under an alternation or a
+    // repetition): a finding is then always its span. Otherwise the
+    // finding may be the whole match, boundary bytes and all, and the
+    // whole pattern is read.
     fn group(h: &Hir) -> Option<&Hir> {
         match h.kind() {
             HirKind::Capture(c) if c.index == 1 => Some(h),
             HirKind::Capture(c) => group(&c.sub),
-            HirKind::Repetition(r) => group(&r.sub),
-            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().find_map(group),
+            HirKind::Concat(v) => v.iter().find_map(group),
             _ => None,
         }
     }

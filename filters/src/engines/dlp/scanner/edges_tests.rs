@@ -196,6 +196,9 @@ fn detectors_sealed_in_hex_are_those_whose_findings_hold_no_letter() {
     ));
     assert!(!edges::sealed_in_hex("x", r"(?:^|[^0-9])(\d{8}[A-Z])"));
     assert!(!edges::sealed_in_hex("x", r"(?i)\d{8}k"));
+    // A group 1 some matches skip: their finding is the whole match.
+    assert!(!edges::sealed_in_hex("x", r"a(\d{9})?b"));
+    assert!(!edges::sealed_in_hex("x", r"(\d{9})|x\d{9}"));
 }
 
 /// Inside a digest a run of twelve bare digits is as long as a finding
