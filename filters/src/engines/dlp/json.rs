@@ -694,18 +694,11 @@ fn secret_key(path: &str) -> Option<&str> {
     names_secret(key.as_bytes()).then_some(key)
 }
 
-#[cfg(test)]
-thread_local! {
+reference_switch! {
     /// Tests: every message is walked, as before a stream's message clean
     /// on its own was read without a walk (the reference it is held to).
-    pub(crate) static WALK_ALWAYS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn tests_walk_always() -> bool {
-    #[cfg(test)]
-    return WALK_ALWAYS.with(|w| w.get());
-    #[cfg(not(test))]
-    false
+    pub(crate) static WALK_ALWAYS;
+    fn tests_walk_always;
 }
 
 #[cfg(test)]

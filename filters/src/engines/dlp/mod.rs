@@ -33,6 +33,26 @@ macro_rules! iban_countries {
     };
 }
 
+/// A test-only switch that turns a shortcut off (the reading a property
+/// test holds the shortcut to), and the function that reads it: `false`
+/// outside tests.
+macro_rules! reference_switch {
+    ($(#[$doc:meta])* $vis:vis static $name:ident; fn $read:ident;) => {
+        #[cfg(test)]
+        thread_local! {
+            $(#[$doc])*
+            $vis static $name: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+
+        fn $read() -> bool {
+            #[cfg(test)]
+            return $name.with(|r| r.get());
+            #[cfg(not(test))]
+            false
+        }
+    };
+}
+
 mod decode;
 pub mod detectors;
 pub(crate) mod encoded;

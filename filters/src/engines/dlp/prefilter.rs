@@ -874,18 +874,11 @@ impl Prefilter {
     }
 }
 
-#[cfg(test)]
-thread_local! {
+reference_switch! {
     /// Tests: every number of a block is looked at (the reference the
     /// look at only the numbers that can count is held to).
-    pub(super) static FULL_RUNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn tests_full_runs() -> bool {
-    #[cfg(test)]
-    return FULL_RUNS.with(|r| r.get());
-    #[cfg(not(test))]
-    false
+    pub(super) static FULL_RUNS;
+    fn tests_full_runs;
 }
 
 /// A colon beginning `h:h:h:h:h:h:h` (seven colons, 1–4 hex digits after

@@ -984,46 +984,25 @@ impl Scanner {
     }
 }
 
-#[cfg(test)]
-thread_local! {
+reference_switch! {
     /// Tests: the views read every run again, as before they passed over
     /// the runs the text read (the reference they are held to).
-    pub(super) static READ_ALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static READ_ALL;
+    fn tests_read_all;
 }
 
-#[cfg(test)]
-thread_local! {
+reference_switch! {
     /// Tests: a scan from a floor skips nothing below it (the reference
     /// it is held to).
-    pub(super) static SKIP_NOTHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static SKIP_NOTHING;
+    fn tests_skip_nothing;
 }
 
-fn tests_skip_nothing() -> bool {
-    #[cfg(test)]
-    return SKIP_NOTHING.with(|r| r.get());
-    #[cfg(not(test))]
-    false
-}
-
-#[cfg(test)]
-thread_local! {
+reference_switch! {
     /// Tests: runs sealed in hex wake every digit detector (the reference
     /// the searches that pass them over are held to).
-    pub(super) static WAKE_SEALED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn tests_wake_sealed() -> bool {
-    #[cfg(test)]
-    return WAKE_SEALED.with(|r| r.get());
-    #[cfg(not(test))]
-    false
-}
-
-fn tests_read_all() -> bool {
-    #[cfg(test)]
-    return READ_ALL.with(|r| r.get());
-    #[cfg(not(test))]
-    false
+    pub(super) static WAKE_SEALED;
+    fn tests_wake_sealed;
 }
 
 /// The first match of `d` in `input` and its group 1 (`caps` is `Some` for
