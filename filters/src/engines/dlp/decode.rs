@@ -442,21 +442,45 @@ pub(super) fn readable(bytes: &[u8]) -> Vec<String> {
     out
 }
 
+/// The runs of at least [`MIN_SEGMENT`] bytes of `bytes` that may be text
+/// ([`may_be_text`]), whole and in order: `(start, end)`. Every stretch
+/// [`readable`] reads lies inside one, and a slice of `bytes` with none of
+/// its own reads as nothing unless it is shorter than [`MIN_SEGMENT`]
+/// (see [`super::encoded`]'s joined runs).
+pub(super) fn text_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some((s, e)) = next_run(bytes, from) {
+        out.push((s, e));
+        from = e;
+    }
+    out
+}
+
 /// Whether each byte of `b[1..65]` may be inside text given its
 /// neighbours, as the bits of a `u64` (bit k for `b[k + 1]`): not a byte
 /// text never holds, not a continuation byte after an ASCII one or one
 /// text never holds, not a lead byte without a continuation byte after it.
-#[inline]
+#[cfg(test)]
 fn may_be_text(b: &[u8; 66]) -> u64 {
+    let mut block = [0u8; 64];
+    block.copy_from_slice(&b[1..65]);
+    good_bits(&block, b[0], b[65])
+}
+
+/// [`may_be_text`] of the 64 bytes of `block`, the byte before it `prev`
+/// and the byte after it `next` (`0xFF`, a byte text never holds, where
+/// there is none). The block is classified where it lies, 32 bytes at a
+/// time; its neighbours are two table lookups.
+#[inline(always)]
+fn good_bits(block: &[u8; 64], prev: u8, next: u8) -> u64 {
     use super::masks::{at_or_above, eq, range};
     use wide::u8x32 as V;
-    // Three masks of the window's bytes (bit j for `b[j]`, 96 bits with
-    // the padding): bytes text never holds, ASCII bytes, continuation
-    // bytes. Each byte's verdict then needs its neighbours' bits only.
-    let mut padded = [0xffu8; 96];
-    padded[..66].copy_from_slice(b);
-    let (mut never, mut ascii, mut cont) = (0u128, 0u128, 0u128);
-    for (k, part) in padded.chunks_exact(32).enumerate() {
+    // Three masks of the block's bytes: bytes text never holds, ASCII
+    // bytes, continuation bytes. Each byte's verdict then needs its
+    // neighbours' bits only.
+    let (mut never, mut high, mut cont) = (0u64, 0u64, 0u64);
+    for (k, part) in block.chunks_exact(32).enumerate() {
         let mut lane = [0u8; 32];
         lane.copy_from_slice(part);
         let x = V::new(lane);
@@ -464,19 +488,17 @@ fn may_be_text(b: &[u8; 66]) -> u64 {
             | eq(x, 0x7f)
             | range(x, 0xc0, 0xc1)
             | at_or_above(x, 0xf5);
-        let a = range(x, 0, 0x7f);
         let c = range(x, 0x80, 0xbf);
-        never |= (n.to_bitmask() as u128) << (32 * k);
-        ascii |= (a.to_bitmask() as u128) << (32 * k);
-        cont |= (c.to_bitmask() as u128) << (32 * k);
+        never |= (n.to_bitmask() as u64) << (32 * k);
+        // The top bit of each byte: not ASCII.
+        high |= (x.to_bitmask() as u64) << (32 * k);
+        cont |= (c.to_bitmask() as u64) << (32 * k);
     }
-    // Bit k: the byte `b[k + 1]`, its neighbours `b[k]` and `b[k + 2]`.
-    let cur = |m: u128| (m >> 1) as u64;
-    let prev = |m: u128| m as u64;
-    let next = |m: u128| (m >> 2) as u64;
-    let bad = cur(never)
-        | (cur(cont) & (prev(ascii) | prev(never)))
-        | (!cur(ascii) & !cur(cont) & !next(cont));
+    let ascii = !high;
+    // The byte before each: ASCII or a byte text never holds.
+    let prev_plain = (ascii | never) << 1 | u64::from(prev < 0x80 || NEVER_TEXT[prev as usize]);
+    let next_cont = cont >> 1 | u64::from(next & 0xc0 == 0x80) << 63;
+    let bad = never | (cont & prev_plain) | (high & !cont & !next_cont);
     !bad
 }
 
@@ -488,20 +510,20 @@ fn next_run(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut base = from;
     // Good bytes at the end of the blocks before, and where they begin.
     let (mut carried, mut run_start) = (0usize, from);
-    let mut window = [0xffu8; 66];
     while base < n {
-        // `window[k]` is `bytes[base + k - 1]`; outside, a byte that text
-        // never holds, ending every run.
-        if base >= 1 && base + 65 <= n {
-            window.copy_from_slice(&bytes[base - 1..base + 65]);
-        } else {
-            window = [0xff; 66];
-            let (lo, skip) = if base == 0 { (0, 1) } else { (base - 1, 0) };
-            let hi = (base + 65).min(n);
-            window[skip..skip + hi - lo].copy_from_slice(&bytes[lo..hi]);
-        }
+        // The byte before the block and the byte after it; outside, a
+        // byte that text never holds, ending every run.
+        let prev = if base >= 1 { bytes[base - 1] } else { 0xff };
+        let next = bytes.get(base + 64).copied().unwrap_or(0xff);
         let len = (n - base).min(64);
-        let mut good = may_be_text(&window);
+        let mut good = match bytes[base..].first_chunk::<64>() {
+            Some(block) => good_bits(block, prev, next),
+            None => {
+                let mut block = [0xffu8; 64];
+                block[..len].copy_from_slice(&bytes[base..]);
+                good_bits(&block, prev, next)
+            }
+        };
         if len < 64 {
             good &= (1u64 << len) - 1;
         }
@@ -553,7 +575,7 @@ fn next_run(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
 
 /// Every stretch of text of at least [`MIN_SEGMENT`] bytes in `bytes`,
 /// read character by character.
-fn stretches(bytes: &[u8], out: &mut Vec<String>) {
+pub(super) fn stretches(bytes: &[u8], out: &mut Vec<String>) {
     let n = bytes.len();
     let (mut start, mut i) = (0, 0);
     while i < n {

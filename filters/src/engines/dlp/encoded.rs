@@ -34,7 +34,8 @@ use std::collections::HashMap;
 type RunMap<'a> = HashMap<&'a [u8], Vec<String>, foldhash::fast::RandomState>;
 
 use super::decode::{
-    base32_stream, base64_into, base64_stream, hex_into, phase, readable, Alphabet,
+    base32_stream, base64_into, base64_stream, hex_into, phase, readable, stretches, text_spans,
+    Alphabet, MIN_SEGMENT,
 };
 
 /// The shortest run read as base64 or hex: 12 bytes of base64, 8 of hex.
@@ -101,6 +102,8 @@ pub(crate) struct Decodings<'a> {
     runs: RunMap<'a>,
     /// A `%XX` escape, or a run that decodes to something readable.
     pub(crate) readable: bool,
+    /// The message's runs read as one (see [`Joined`]).
+    joined: Option<Joined>,
 }
 
 impl<'a> Decodings<'a> {
@@ -109,7 +112,13 @@ impl<'a> Decodings<'a> {
     pub(crate) fn of_json(b: &'a [u8]) -> Decodings<'a> {
         let mut found = RunMap::default();
         let mut readable = percent_escape(b);
-        for (start, end) in runs(b, true) {
+        let spans: smallvec::SmallVec<[(usize, usize); 8]> = runs(b, true).collect();
+        let joined = if spans.len() < 2 || tests_join_nothing() {
+            None
+        } else {
+            Joined::of(spans.iter().map(|&(s, e)| &b[s..e]))
+        };
+        for &(start, end) in &spans {
             let run = &b[start..end];
             // A line of a block wrapped with `\n` escapes: in the string's
             // text the lines join into one run ([`runs`] on the unescaped
@@ -126,40 +135,210 @@ impl<'a> Decodings<'a> {
             if found.contains_key(run) {
                 continue;
             }
-            let texts = decode_run(run);
+            let texts = decode_run_with(run, None, joined.as_ref());
             readable |= !texts.is_empty();
             found.insert(run, texts);
         }
         Decodings {
             runs: found,
             readable,
+            joined,
         }
     }
 }
 
-/// The readable parts of what a run decodes to: as hex when it is all hex
-/// digits of even length and that reads, as base64 otherwise.
-fn decode_run(run: &[u8]) -> Vec<String> {
-    decode_run_with(run, None)
+reference_switch! {
+    /// Tests: no run is read against the message's runs joined: each is
+    /// decoded (the reference [`Joined`] is held to).
+    pub(crate) static JOIN_NOTHING;
+    fn tests_join_nothing;
 }
 
-/// [`decode_run`], each line of a wrapped block read from `memo` when it
-/// holds it (a raw JSON message's runs are the lines of its strings: its
-/// `\n` escapes part them).
-fn decode_run_with(run: &[u8], memo: Option<&Decodings<'_>>) -> Vec<String> {
+/// A message's runs of base64 read as one text, in order, so that a run
+/// that is a slice of it is read without being decoded again: each run of
+/// the message as the scan of its string reads it, the lines of a wrapped
+/// block joined, the groups of a grouped view joined. The joined text is
+/// decoded once, from each of its four alignments.
+///
+/// A slice of a text decodes, from any character, to a slice of the
+/// text's decoding from the alignment that puts that character's first
+/// bit on a byte's edge (six bits a character: from character `o`, the
+/// alignment `o mod 4`, from its byte `3 × (o − o mod 4) / 4`). Whether a
+/// byte may be inside text ([`super::decode::text_spans`]) depends on it
+/// and its two neighbours, so inside the slice's bytes the verdicts are the
+/// text's; the slice's first byte has no byte before it, which changes the
+/// verdict of a continuation byte (text after its lead in the text, not
+/// in the slice), and its last byte none after it, which changes that of
+/// a lead byte. The runs of such bytes in the slice's decoding are the
+/// text's runs cut to the slice, less those two bytes where that applies,
+/// and what the slice reads is what [`readable`] reads in those of at
+/// least [`MIN_SEGMENT`] bytes: the text's own reading where a run is not
+/// cut. (A run cut to nine bytes or more but one of them such a byte
+/// reads as nothing either way: eight bytes of text are too few.)
+struct Joined {
+    text: Vec<u8>,
+    /// Where each run begins in `text`: the slices looked for begin there.
+    starts: Vec<usize>,
+    /// The decoding of `text` from each of its four alignments.
+    bytes: [Vec<u8>; 4],
+    /// For each alignment, the runs of bytes of its decoding that may be
+    /// text, at least [`MIN_SEGMENT`] long, and what each reads.
+    spans: [Vec<TextRun>; 4],
+}
+
+/// A run of bytes that may be text in a decoding (`start..end`), and the
+/// stretches of text [`readable`] reads in it.
+struct TextRun {
+    start: usize,
+    end: usize,
+    texts: Vec<String>,
+}
+
+impl Joined {
+    /// The runs `runs` (raw runs of a message, in order) joined, each
+    /// distinct one once: those without a line break or `=` in them, when
+    /// there are at least two. `None` when there are fewer, when they are
+    /// longer than [`LONG_RUN`] together, or when they mix the two
+    /// alphabets.
+    fn of<'r>(runs: impl Iterator<Item = &'r [u8]>) -> Option<Joined> {
+        let mut seen: Vec<&[u8]> = Vec::new();
+        let mut len = 0;
+        for run in runs {
+            if memchr::memchr3(b'=', b'\n', b'\r', run).is_some() || seen.contains(&run) {
+                continue;
+            }
+            len += run.len();
+            if len > LONG_RUN {
+                return None;
+            }
+            seen.push(run);
+        }
+        if seen.len() < 2 {
+            return None;
+        }
+        let mut text = Vec::with_capacity(len);
+        let mut starts = Vec::with_capacity(seen.len());
+        for run in seen {
+            starts.push(text.len());
+            text.extend_from_slice(run);
+        }
+        let url = memchr::memchr2(b'-', b'_', &text).is_some();
+        let std = memchr::memchr2(b'+', b'/', &text).is_some();
+        let alphabet = match (url, std) {
+            (true, true) => return None,
+            (true, false) => Alphabet::UrlSafe,
+            _ => Alphabet::Standard,
+        };
+        let mut all = Vec::new();
+        if !base64_stream(alphabet, &text, &mut all) {
+            return None;
+        }
+        let bytes: [Vec<u8>; 4] = std::array::from_fn(|a| {
+            let mut b = Vec::new();
+            phase(&all, text.len() * 6, a * 6, &mut b);
+            b
+        });
+        let spans = std::array::from_fn(|a| {
+            text_spans(&bytes[a])
+                .into_iter()
+                .map(|(start, end)| {
+                    let mut texts = Vec::new();
+                    stretches(&bytes[a][start..end], &mut texts);
+                    TextRun { start, end, texts }
+                })
+                .collect()
+        });
+        Some(Joined {
+            text,
+            starts,
+            bytes,
+            spans,
+        })
+    }
+
+    /// [`base64_readable`] of `run`, when `run` is a slice of the joined
+    /// text beginning where one of its runs begins (see [`Joined`]);
+    /// `None` when it is not, or is shorter than [`MIN_RUN`].
+    ///
+    /// (Its alphabet is the joined text's, or it has neither alphabet's
+    /// own characters and decodes alike in both.)
+    fn base64_of(&self, run: &[u8]) -> Option<Vec<String>> {
+        if run.len() < MIN_RUN {
+            return None;
+        }
+        let o = *self
+            .starts
+            .iter()
+            .find(|&&p| self.text[p..].starts_with(run))?;
+        let shifts = if run.len() > LONG_RUN { 1 } else { 4 };
+        let mut out: Vec<String> = Vec::new();
+        for k in 0..shifts {
+            let a = (o + k) % 4;
+            let bytes = &self.bytes[a];
+            let start = 3 * (o + k - a) / 4;
+            let end = start + 6 * (run.len() - k) / 8;
+            if end - start < MIN_SEGMENT {
+                return None;
+            }
+            let mut found = Vec::new();
+            for span in &self.spans[a] {
+                if span.end <= start || span.start >= end {
+                    continue;
+                }
+                // Cut to the slice. Its first byte may be a continuation
+                // byte that has lost its lead, its last a lead that has
+                // lost its continuation: neither may be text in the
+                // slice's decoding, and neither is read by `stretches`
+                // at a run's edge either, so the cut run reads as the
+                // slice's own run (one byte shorter there) does.
+                let (lo, hi) = (span.start.max(start), span.end.min(end));
+                if hi.saturating_sub(lo) < MIN_SEGMENT {
+                    continue;
+                }
+                if (lo, hi) == (span.start, span.end) {
+                    found.extend(span.texts.iter().cloned());
+                } else {
+                    stretches(&bytes[lo..hi], &mut found);
+                }
+            }
+            if k == 0 && found.len() == 1 && found[0].len() == end - start {
+                // Text from its first character: the run is what it encodes.
+                return Some(found);
+            }
+            for f in found {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The readable parts of what a run decodes to: as hex when it is all hex
+/// digits of even length and that reads, as base64 otherwise; each line
+/// of a wrapped block read from `memo` when it holds it (a raw JSON
+/// message's runs are the lines of its strings: its `\n` escapes part
+/// them); base64 readings `joined` (or `memo`'s) clears not decoded.
+fn decode_run_with(
+    run: &[u8],
+    memo: Option<&Decodings<'_>>,
+    joined: Option<&Joined>,
+) -> Vec<String> {
+    let joined = joined.or_else(|| memo.and_then(|m| m.joined.as_ref()));
     if !run.contains(&b'\n') {
-        return decode_line(run);
+        return decode_line(run, joined);
     }
     // Lines wrapped at a multiple of four (MIME, PEM) decode as one
     // block (its first line may be glued after a word, which the shifts
     // of the decoding undo); each line is also read on its own, as runs
     // of their own that only sit one under the other.
-    let joined: Vec<u8> = run
+    let whole: Vec<u8> = run
         .iter()
         .copied()
         .filter(|&c| c != b'\n' && c != b'\r')
         .collect();
-    let mut out = decode_line(&joined);
+    let mut out = decode_line(&whole, joined);
     for line in run
         .split(|&c| c == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -169,7 +348,7 @@ fn decode_run_with(run: &[u8], memo: Option<&Decodings<'_>>) -> Vec<String> {
         let parts = match memo.and_then(|m| m.runs.get(line)) {
             Some(known) => known,
             None => {
-                fresh = decode_line(line);
+                fresh = decode_line(line, joined);
                 &fresh
             }
         };
@@ -182,8 +361,9 @@ fn decode_run_with(run: &[u8], memo: Option<&Decodings<'_>>) -> Vec<String> {
     out
 }
 
-/// [`decode_run`] of a run without line breaks.
-fn decode_line(run: &[u8]) -> Vec<String> {
+/// [`decode_run_with`] of a run without line breaks; its base64 readings are
+/// not decoded where `joined` shows they read as nothing.
+fn decode_line(run: &[u8], joined: Option<&Joined>) -> Vec<String> {
     // Hex, with or without a `0x` before it.
     let digits = match run {
         [b'0', b'x' | b'X', rest @ ..] => rest,
@@ -201,7 +381,10 @@ fn decode_line(run: &[u8]) -> Vec<String> {
             }
         }
     }
-    let mut out = base64_readable(run);
+    let mut out = match joined.and_then(|j| j.base64_of(run)) {
+        Some(known) => known,
+        None => base64_readable(run),
+    };
     for f in base32_readable(run) {
         if !out.contains(&f) {
             out.push(f);
@@ -552,7 +735,7 @@ pub(crate) fn each(
         let texts = match memo.and_then(|m| m.runs.get(run)) {
             Some(known) => known,
             None => {
-                fresh = decode_run_with(run, memo);
+                fresh = decode_run_with(run, memo, None);
                 &fresh
             }
         };
@@ -652,6 +835,141 @@ pub(crate) fn wrapped_key_block() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Base64 of text (secrets among words), of random bytes, and hex:
+    /// runs that read as something and runs that read as nothing; and a
+    /// block of base64 of text in every script cut into runs anywhere, so
+    /// that a run begins or ends inside a character.
+    fn mixed_runs() -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        use proptest::prelude::*;
+        fn b64(b: &[u8]) -> String {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+        }
+        let run = prop_oneof![
+            3 => proptest::collection::vec(any::<u8>(), 12..60)
+                .prop_map(|b| vec![b64(&b)]),
+            2 => proptest::collection::vec(any::<u8>(), 8..40).prop_map(|b| {
+                vec![b.iter().map(|x| format!("{x:02x}")).collect::<String>()]
+            }),
+            2 => proptest::sample::select(vec![
+                "card 4111 1111 1111 1111 ok",
+                "AKIAIOSFODNN7EXAMPLE",
+                "ssn 078-05-1120",
+                "mail me at someone@example.com",
+                "password=hunter2hunter2",
+            ])
+            .prop_flat_map(|t| {
+                let t = t.as_bytes().to_vec();
+                (0..3usize, proptest::collection::vec(any::<u8>(), 0..6)).prop_map(
+                    move |(pad, junk)| {
+                        // Text after a few junk bytes, so that it sits at any
+                        // alignment of the run.
+                        let mut b = junk[..junk.len().min(pad)].to_vec();
+                        b.extend_from_slice(&t);
+                        vec![b64(&b)]
+                    },
+                )
+            }),
+            1 => proptest::collection::vec(
+                proptest::sample::select(b"abcdef0123456789".to_vec()), 16..80)
+                .prop_map(|v| vec![String::from_utf8(v).unwrap_or_default()]),
+            2 => (
+                proptest::collection::vec(
+                    proptest::sample::select(vec!["é", "日本", "語", "😀", "ab", "Ж", " ", "4111"]),
+                    8..40,
+                ),
+                proptest::collection::vec(16usize..40, 1..6),
+            )
+                .prop_map(|(words, cuts)| {
+                    let block = b64(words.concat().as_bytes());
+                    let mut parts = Vec::new();
+                    let mut at = 0;
+                    for c in cuts.iter().cycle() {
+                        if at >= block.len() {
+                            break;
+                        }
+                        let end = (at + c).min(block.len());
+                        parts.push(block[at..end].to_owned());
+                        at = end;
+                    }
+                    parts
+                }),
+        ];
+        proptest::collection::vec(run, 1..6).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        /// A slice of the joined runs (each run, runs side by side, any
+        /// stretch of them) reads, decoded on its own, what the joined
+        /// decoding says it reads, wherever that says.
+        #[test]
+        fn a_slice_of_the_joined_runs_reads_what_their_decoding_says(
+            parts in mixed_runs(),
+            cuts in proptest::collection::vec((0.0f64..1.0, 0.0f64..1.0), 8),
+        ) {
+            let runs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let Some(j) = Joined::of(runs.iter().copied()) else {
+                return Ok(());
+            };
+            let mut slices: Vec<Vec<u8>> = Vec::new();
+            for a in 0..runs.len() {
+                for b in a + 1..=runs.len() {
+                    slices.push(runs[a..b].concat());
+                }
+            }
+            for (x, y) in cuts {
+                let n = j.text.len();
+                let (lo, hi) = ((x * n as f64) as usize, (y * n as f64) as usize);
+                let (lo, hi) = (lo.min(hi), lo.max(hi));
+                slices.push(j.text[lo..hi].to_vec());
+            }
+            for slice in &slices {
+                if let Some(known) = j.base64_of(slice) {
+                    proptest::prop_assert_eq!(
+                        &known,
+                        &base64_readable(slice),
+                        "{:?}",
+                        String::from_utf8_lossy(slice)
+                    );
+                }
+            }
+        }
+
+        /// A message whose runs are read against the runs joined finds
+        /// what the same message finds with each run decoded: wrapped
+        /// blocks, runs set apart in groups, runs side by side.
+        #[test]
+        fn reading_runs_against_the_joined_runs_loses_nothing(
+            parts in mixed_runs(),
+            seps in proptest::collection::vec(
+                proptest::sample::select(vec![" ", "\n", "\r\n", "  ", ", ", " x "]), 8),
+        ) {
+            let mut text = String::new();
+            for (k, p) in parts.iter().enumerate() {
+                if k > 0 {
+                    text.push_str(seps[k % seps.len()]);
+                }
+                text.push_str(p);
+            }
+            let scanner = crate::engines::dlp::Scanner::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+            let raw = serde_json::json!({"result": {"content": [{"type": "text", "text": text}]}})
+                .to_string();
+            let scan = |nothing: bool| {
+                JOIN_NOTHING.with(|r| r.set(nothing));
+                let mut v: Vec<_> = scanner
+                    .scan_json(raw.as_bytes())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(p, h)| (p, h.detector, h.start, h.end))
+                    .collect();
+                JOIN_NOTHING.with(|r| r.set(false));
+                v.sort_unstable();
+                v
+            };
+            proptest::prop_assert_eq!(scan(false), scan(true), "{:?}", text);
+        }
+    }
 
     proptest::proptest! {
         /// Passing over bytes sixteen at a time finds exactly the runs a
