@@ -158,7 +158,9 @@ reference_switch! {
 /// that is a slice of it is read without being decoded again: each run of
 /// the message as the scan of its string reads it, the lines of a wrapped
 /// block joined, the groups of a grouped view joined. The joined text is
-/// decoded once, from each of its four alignments.
+/// decoded once, from each of its four alignments (and, when it is all
+/// hex digits, as hex from its first and its second digit: the same holds
+/// of four bits a character, from character `o` the phase `o mod 2`).
 ///
 /// A slice of a text decodes, from any character, to a slice of the
 /// text's decoding from the alignment that puts that character's first
@@ -184,6 +186,11 @@ struct Joined {
     /// For each alignment, the runs of bytes of its decoding that may be
     /// text, at least [`MIN_SEGMENT`] long, and what each reads.
     spans: [Vec<TextRun>; 4],
+    /// When `text` is all hex digits, its decoding as hex from its first
+    /// and from its second digit (four bits a character), and their runs
+    /// that may be text: a slice read as hex is read from these as one
+    /// read as base64 is from the four above.
+    hex: Option<([Vec<u8>; 2], [Vec<TextRun>; 2])>,
 }
 
 /// A run of bytes that may be text in a decoding (`start..end`), and the
@@ -192,6 +199,49 @@ struct TextRun {
     start: usize,
     end: usize,
     texts: Vec<String>,
+}
+
+impl TextRun {
+    /// The runs of `bytes` that may be text, at least [`MIN_SEGMENT`]
+    /// long, and what each reads.
+    fn all(bytes: &[u8]) -> Vec<TextRun> {
+        text_spans(bytes)
+            .into_iter()
+            .map(|(start, end)| {
+                let mut texts = Vec::new();
+                stretches(&bytes[start..end], &mut texts);
+                TextRun { start, end, texts }
+            })
+            .collect()
+    }
+}
+
+/// What [`readable`] reads of `bytes[start..end]` (at least
+/// [`MIN_SEGMENT`] long), a slice of a decoding whose runs that may be text
+/// are `spans`: each run cut to the slice (see [`Joined`]).
+fn read_cut(bytes: &[u8], spans: &[TextRun], start: usize, end: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    for span in spans {
+        if span.end <= start || span.start >= end {
+            continue;
+        }
+        // Cut to the slice. Its first byte may be a continuation byte
+        // that has lost its lead, its last a lead that has lost its
+        // continuation: neither may be text in the slice's decoding, and
+        // neither is read by `stretches` at a run's edge either, so the
+        // cut run reads as the slice's own run (one byte shorter there)
+        // does.
+        let (lo, hi) = (span.start.max(start), span.end.min(end));
+        if hi - lo < MIN_SEGMENT {
+            continue;
+        }
+        if (lo, hi) == (span.start, span.end) {
+            found.extend(span.texts.iter().cloned());
+        } else {
+            stretches(&bytes[lo..hi], &mut found);
+        }
+    }
+    found
 }
 
 impl Joined {
@@ -238,22 +288,50 @@ impl Joined {
             phase(&all, text.len() * 6, a * 6, &mut b);
             b
         });
-        let spans = std::array::from_fn(|a| {
-            text_spans(&bytes[a])
-                .into_iter()
-                .map(|(start, end)| {
-                    let mut texts = Vec::new();
-                    stretches(&bytes[a][start..end], &mut texts);
-                    TextRun { start, end, texts }
-                })
-                .collect()
+        let spans = std::array::from_fn(|a| TextRun::all(&bytes[a]));
+        let hex = super::masks::all_hex(&text).then(|| {
+            let hex: [Vec<u8>; 2] = std::array::from_fn(|p| {
+                let digits = &text[p..];
+                let mut b = Vec::new();
+                hex_into(&digits[..digits.len() / 2 * 2], &mut b);
+                b
+            });
+            let spans = std::array::from_fn(|p| TextRun::all(&hex[p]));
+            (hex, spans)
         });
         Some(Joined {
             text,
             starts,
             bytes,
             spans,
+            hex,
         })
+    }
+
+    /// Where `run` begins in the joined text, when it is a slice of it
+    /// beginning where one of the joined runs begins.
+    fn find(&self, run: &[u8]) -> Option<usize> {
+        self.starts
+            .iter()
+            .copied()
+            .find(|&p| self.text[p..].starts_with(run))
+    }
+
+    /// What [`readable`] reads of the hex digits `digits` decoded
+    /// (`digits` of even length), when they are a slice of the joined
+    /// text beginning where one of its runs begins and the joined text is
+    /// all hex; `None` when they are not, or decode to fewer than
+    /// [`MIN_SEGMENT`] bytes.
+    fn hex_of(&self, digits: &[u8]) -> Option<Vec<String>> {
+        let (bytes, spans) = self.hex.as_ref()?;
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        let o = self.find(digits)?;
+        let p = o % 2;
+        let start = (o - p) / 2;
+        let end = start + digits.len() / 2;
+        (end - start >= MIN_SEGMENT).then(|| read_cut(&bytes[p], &spans[p], start, end))
     }
 
     /// [`base64_readable`] of `run`, when `run` is a slice of the joined
@@ -266,41 +344,17 @@ impl Joined {
         if run.len() < MIN_RUN {
             return None;
         }
-        let o = *self
-            .starts
-            .iter()
-            .find(|&&p| self.text[p..].starts_with(run))?;
+        let o = self.find(run)?;
         let shifts = if run.len() > LONG_RUN { 1 } else { 4 };
         let mut out: Vec<String> = Vec::new();
         for k in 0..shifts {
             let a = (o + k) % 4;
-            let bytes = &self.bytes[a];
             let start = 3 * (o + k - a) / 4;
             let end = start + 6 * (run.len() - k) / 8;
             if end - start < MIN_SEGMENT {
                 return None;
             }
-            let mut found = Vec::new();
-            for span in &self.spans[a] {
-                if span.end <= start || span.start >= end {
-                    continue;
-                }
-                // Cut to the slice. Its first byte may be a continuation
-                // byte that has lost its lead, its last a lead that has
-                // lost its continuation: neither may be text in the
-                // slice's decoding, and neither is read by `stretches`
-                // at a run's edge either, so the cut run reads as the
-                // slice's own run (one byte shorter there) does.
-                let (lo, hi) = (span.start.max(start), span.end.min(end));
-                if hi.saturating_sub(lo) < MIN_SEGMENT {
-                    continue;
-                }
-                if (lo, hi) == (span.start, span.end) {
-                    found.extend(span.texts.iter().cloned());
-                } else {
-                    stretches(&bytes[lo..hi], &mut found);
-                }
-            }
+            let found = read_cut(&self.bytes[a], &self.spans[a], start, end);
             if k == 0 && found.len() == 1 && found[0].len() == end - start {
                 // Text from its first character: the run is what it encodes.
                 return Some(found);
@@ -319,7 +373,7 @@ impl Joined {
 /// digits of even length and that reads, as base64 otherwise; each line
 /// of a wrapped block read from `memo` when it holds it (a raw JSON
 /// message's runs are the lines of its strings: its `\n` escapes part
-/// them); base64 readings `joined` (or `memo`'s) clears not decoded.
+/// them); the readings `joined` (or `memo`'s) knows not decoded again.
 fn decode_run_with(
     run: &[u8],
     memo: Option<&Decodings<'_>>,
@@ -361,8 +415,8 @@ fn decode_run_with(
     out
 }
 
-/// [`decode_run_with`] of a run without line breaks; its base64 readings are
-/// not decoded where `joined` shows they read as nothing.
+/// [`decode_run_with`] of a run without line breaks; its hex and base64
+/// readings taken from `joined` where it is a slice of the joined runs.
 fn decode_line(run: &[u8], joined: Option<&Joined>) -> Vec<String> {
     // Hex, with or without a `0x` before it.
     let digits = match run {
@@ -373,12 +427,19 @@ fn decode_line(run: &[u8], joined: Option<&Joined>) -> Vec<String> {
     // those are looked at before the decoding, which looks at every byte.
     let head = &digits[..digits.len().min(16)];
     if digits.len().is_multiple_of(2) && head.iter().all(u8::is_ascii_hexdigit) {
-        let mut bytes = Vec::new();
-        if hex_into(digits, &mut bytes) {
-            let found = readable(&bytes);
-            if !found.is_empty() {
-                return found;
+        let found = match joined.and_then(|j| j.hex_of(digits)) {
+            Some(known) => known,
+            None => {
+                let mut bytes = Vec::new();
+                if hex_into(digits, &mut bytes) {
+                    readable(&bytes)
+                } else {
+                    Vec::new()
+                }
             }
+        };
+        if !found.is_empty() {
+            return found;
         }
     }
     let mut out = match joined.and_then(|j| j.base64_of(run)) {
@@ -880,9 +941,16 @@ mod tests {
                     8..40,
                 ),
                 proptest::collection::vec(16usize..40, 1..6),
+                any::<bool>(),
             )
-                .prop_map(|(words, cuts)| {
-                    let block = b64(words.concat().as_bytes());
+                .prop_map(|(words, cuts, hex)| {
+                    // As base64 or as hex.
+                    let text = words.concat();
+                    let block = if hex {
+                        text.bytes().map(|x| format!("{x:02x}")).collect()
+                    } else {
+                        b64(text.as_bytes())
+                    };
                     let mut parts = Vec::new();
                     let mut at = 0;
                     for c in cuts.iter().cycle() {
@@ -925,6 +993,16 @@ mod tests {
                 slices.push(j.text[lo..hi].to_vec());
             }
             for slice in &slices {
+                if let Some(known) = j.hex_of(slice) {
+                    let mut bytes = Vec::new();
+                    proptest::prop_assert!(hex_into(slice, &mut bytes));
+                    proptest::prop_assert_eq!(
+                        &known,
+                        &readable(&bytes),
+                        "hex {:?}",
+                        String::from_utf8_lossy(slice)
+                    );
+                }
                 if let Some(known) = j.base64_of(slice) {
                     proptest::prop_assert_eq!(
                         &known,
