@@ -182,15 +182,54 @@ struct Joined {
     /// Where each run begins in `text`: the slices looked for begin there.
     starts: Vec<usize>,
     /// The decoding of `text` from each of its four alignments.
-    bytes: [Vec<u8>; 4],
-    /// For each alignment, the runs of bytes of its decoding that may be
-    /// text, at least [`MIN_SEGMENT`] long, and what each reads.
-    spans: [Vec<TextRun>; 4],
+    base64: [Reading; 4],
     /// When `text` is all hex digits, its decoding as hex from its first
-    /// and from its second digit (four bits a character), and their runs
-    /// that may be text: a slice read as hex is read from these as one
-    /// read as base64 is from the four above.
-    hex: Option<([Vec<u8>; 2], [Vec<TextRun>; 2])>,
+    /// and from its second digit (four bits a character): a slice read as
+    /// hex is read from these as one read as base64 is from the four
+    /// above.
+    hex: Option<[Reading; 2]>,
+}
+
+/// A decoding of the joined text, and its runs of bytes that may be text.
+struct Reading {
+    bytes: Vec<u8>,
+    /// Its runs of bytes that may be text, at least [`MIN_SEGMENT`] long,
+    /// and what each reads.
+    spans: Vec<TextRun>,
+}
+
+impl Reading {
+    fn of(bytes: Vec<u8>) -> Reading {
+        let spans = TextRun::all(&bytes);
+        Reading { bytes, spans }
+    }
+
+    /// What [`readable`] reads of `bytes[start..end]` (at least
+    /// [`MIN_SEGMENT`] long): each run cut to the slice (see [`Joined`]).
+    fn cut(&self, start: usize, end: usize) -> Vec<String> {
+        let mut found = Vec::new();
+        for span in &self.spans {
+            if span.end <= start || span.start >= end {
+                continue;
+            }
+            // Cut to the slice. Its first byte may be a continuation byte
+            // that has lost its lead, its last a lead that has lost its
+            // continuation: neither may be text in the slice's decoding,
+            // and neither is read by `stretches` at a run's edge either,
+            // so the cut run reads as the slice's own run (one byte
+            // shorter there) does.
+            let (lo, hi) = (span.start.max(start), span.end.min(end));
+            if hi - lo < MIN_SEGMENT {
+                continue;
+            }
+            if (lo, hi) == (span.start, span.end) {
+                found.extend(span.texts.iter().cloned());
+            } else {
+                stretches(&self.bytes[lo..hi], &mut found);
+            }
+        }
+        found
+    }
 }
 
 /// A run of bytes that may be text in a decoding (`start..end`), and the
@@ -214,34 +253,6 @@ impl TextRun {
             })
             .collect()
     }
-}
-
-/// What [`readable`] reads of `bytes[start..end]` (at least
-/// [`MIN_SEGMENT`] long), a slice of a decoding whose runs that may be text
-/// are `spans`: each run cut to the slice (see [`Joined`]).
-fn read_cut(bytes: &[u8], spans: &[TextRun], start: usize, end: usize) -> Vec<String> {
-    let mut found = Vec::new();
-    for span in spans {
-        if span.end <= start || span.start >= end {
-            continue;
-        }
-        // Cut to the slice. Its first byte may be a continuation byte
-        // that has lost its lead, its last a lead that has lost its
-        // continuation: neither may be text in the slice's decoding, and
-        // neither is read by `stretches` at a run's edge either, so the
-        // cut run reads as the slice's own run (one byte shorter there)
-        // does.
-        let (lo, hi) = (span.start.max(start), span.end.min(end));
-        if hi - lo < MIN_SEGMENT {
-            continue;
-        }
-        if (lo, hi) == (span.start, span.end) {
-            found.extend(span.texts.iter().cloned());
-        } else {
-            stretches(&bytes[lo..hi], &mut found);
-        }
-    }
-    found
 }
 
 impl Joined {
@@ -283,27 +294,23 @@ impl Joined {
         if !base64_stream(alphabet, &text, &mut all) {
             return None;
         }
-        let bytes: [Vec<u8>; 4] = std::array::from_fn(|a| {
+        let base64 = std::array::from_fn(|a| {
             let mut b = Vec::new();
             phase(&all, text.len() * 6, a * 6, &mut b);
-            b
+            Reading::of(b)
         });
-        let spans = std::array::from_fn(|a| TextRun::all(&bytes[a]));
         let hex = super::masks::all_hex(&text).then(|| {
-            let hex: [Vec<u8>; 2] = std::array::from_fn(|p| {
+            std::array::from_fn(|p| {
                 let digits = &text[p..];
                 let mut b = Vec::new();
                 hex_into(&digits[..digits.len() / 2 * 2], &mut b);
-                b
-            });
-            let spans = std::array::from_fn(|p| TextRun::all(&hex[p]));
-            (hex, spans)
+                Reading::of(b)
+            })
         });
         Some(Joined {
             text,
             starts,
-            bytes,
-            spans,
+            base64,
             hex,
         })
     }
@@ -323,7 +330,7 @@ impl Joined {
     /// all hex; `None` when they are not, or decode to fewer than
     /// [`MIN_SEGMENT`] bytes.
     fn hex_of(&self, digits: &[u8]) -> Option<Vec<String>> {
-        let (bytes, spans) = self.hex.as_ref()?;
+        let hex = self.hex.as_ref()?;
         if !digits.len().is_multiple_of(2) {
             return None;
         }
@@ -331,7 +338,7 @@ impl Joined {
         let p = o % 2;
         let start = (o - p) / 2;
         let end = start + digits.len() / 2;
-        (end - start >= MIN_SEGMENT).then(|| read_cut(&bytes[p], &spans[p], start, end))
+        (end - start >= MIN_SEGMENT).then(|| hex[p].cut(start, end))
     }
 
     /// [`base64_readable`] of `run`, when `run` is a slice of the joined
@@ -354,7 +361,7 @@ impl Joined {
             if end - start < MIN_SEGMENT {
                 return None;
             }
-            let found = read_cut(&self.bytes[a], &self.spans[a], start, end);
+            let found = self.base64[a].cut(start, end);
             if k == 0 && found.len() == 1 && found[0].len() == end - start {
                 // Text from its first character: the run is what it encodes.
                 return Some(found);
