@@ -28,7 +28,7 @@
 //! together.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The runs of a message by their bytes (seeded per process).
 type RunMap<'a> = HashMap<&'a [u8], Vec<String>, foldhash::fast::RandomState>;
@@ -179,8 +179,10 @@ reference_switch! {
 /// reads as nothing either way: eight bytes of text are too few.)
 struct Joined {
     text: Vec<u8>,
-    /// Where each run begins in `text`: the slices looked for begin there.
-    starts: Vec<usize>,
+    /// Where each run begins in `text`, by its first [`MIN_RUN`] bytes (at
+    /// most [`SAME_HEAD`] of them for one beginning): the slices looked for
+    /// begin there.
+    starts: Starts,
     /// The decoding of `text` from each of its four alignments.
     base64: [Reading; 4],
     /// When `text` is all hex digits, its decoding as hex from its first
@@ -188,6 +190,19 @@ struct Joined {
     /// hex is read from these as one read as base64 is from the four
     /// above.
     hex: Option<[Reading; 2]>,
+}
+
+/// Where the joined runs begin, by their first [`MIN_RUN`] bytes.
+type Starts = HashMap<[u8; MIN_RUN], smallvec::SmallVec<[usize; 1]>, foldhash::fast::RandomState>;
+
+/// The most runs beginning alike a slice is looked for among.
+const SAME_HEAD: usize = 4;
+
+/// The first [`MIN_RUN`] bytes of `run` (at least that long).
+fn head(run: &[u8]) -> [u8; MIN_RUN] {
+    let mut h = [0u8; MIN_RUN];
+    h.copy_from_slice(&run[..MIN_RUN]);
+    h
 }
 
 /// A decoding of the joined text, and its runs of bytes that may be text.
@@ -208,9 +223,12 @@ impl Reading {
     /// [`MIN_SEGMENT`] long): each run cut to the slice (see [`Joined`]).
     fn cut(&self, start: usize, end: usize) -> Vec<String> {
         let mut found = Vec::new();
-        for span in &self.spans {
-            if span.end <= start || span.start >= end {
-                continue;
+        // The runs are in order and apart: those that reach into the
+        // slice are the ones from the first ending past its start.
+        let first = self.spans.partition_point(|span| span.end <= start);
+        for span in &self.spans[first..] {
+            if span.start >= end {
+                break;
             }
             // Cut to the slice. Its first byte may be a continuation byte
             // that has lost its lead, its last a lead that has lost its
@@ -263,9 +281,13 @@ impl Joined {
     /// alphabets.
     fn of<'r>(runs: impl Iterator<Item = &'r [u8]>) -> Option<Joined> {
         let mut seen: Vec<&[u8]> = Vec::new();
+        let mut distinct: HashSet<&[u8], foldhash::fast::RandomState> = HashSet::default();
         let mut len = 0;
         for run in runs {
-            if memchr::memchr3(b'=', b'\n', b'\r', run).is_some() || seen.contains(&run) {
+            if run.len() < MIN_RUN
+                || memchr::memchr3(b'=', b'\n', b'\r', run).is_some()
+                || !distinct.insert(run)
+            {
                 continue;
             }
             len += run.len();
@@ -278,9 +300,15 @@ impl Joined {
             return None;
         }
         let mut text = Vec::with_capacity(len);
-        let mut starts = Vec::with_capacity(seen.len());
+        let mut starts: Starts = HashMap::default();
         for run in seen {
-            starts.push(text.len());
+            let at = starts.entry(head(run)).or_default();
+            // A few runs beginning alike are enough to look among: a
+            // slice that begins like more (a message built to make the
+            // look long) is decoded instead.
+            if at.len() < SAME_HEAD {
+                at.push(text.len());
+            }
             text.extend_from_slice(run);
         }
         let url = memchr::memchr2(b'-', b'_', &text).is_some();
@@ -318,7 +346,11 @@ impl Joined {
     /// Where `run` begins in the joined text, when it is a slice of it
     /// beginning where one of the joined runs begins.
     fn find(&self, run: &[u8]) -> Option<usize> {
+        if run.len() < MIN_RUN {
+            return None;
+        }
         self.starts
+            .get(&head(run))?
             .iter()
             .copied()
             .find(|&p| self.text[p..].starts_with(run))
@@ -974,6 +1006,23 @@ mod tests {
         proptest::collection::vec(run, 1..6).prop_map(|v| v.concat())
     }
 
+    /// Runs that begin alike are looked among a few at a time: past
+    /// SAME_HEAD of them a run is not found (and is decoded), so a message
+    /// of many runs beginning alike costs no search through all of them.
+    #[test]
+    fn runs_beginning_alike_are_looked_among_a_few() {
+        let runs: Vec<String> = (0..SAME_HEAD + 3)
+            .map(|k| format!("QUtJQUlPU0ZPRE5ON0VY{k:04}"))
+            .collect();
+        let j = Joined::of(runs.iter().map(|r| r.as_bytes())).expect("joined");
+        for (k, r) in runs.iter().enumerate() {
+            assert_eq!(j.find(r.as_bytes()).is_some(), k < SAME_HEAD, "{r}");
+            if let Some(known) = j.base64_of(r.as_bytes()) {
+                assert_eq!(known, base64_readable(r.as_bytes()), "{r}");
+            }
+        }
+    }
+
     proptest::proptest! {
         /// A slice of the joined runs (each run, runs side by side, any
         /// stretch of them) reads, decoded on its own, what the joined
@@ -992,6 +1041,22 @@ mod tests {
                 for b in a + 1..=runs.len() {
                     slices.push(runs[a..b].concat());
                 }
+            }
+            // Every slice from where a run begins in the joined text
+            // (where one is looked for) to every later character: the
+            // runs it holds are the distinct ones at least MIN_RUN long.
+            let mut held: Vec<&[u8]> = Vec::new();
+            for r in &runs {
+                if r.len() >= MIN_RUN && !held.contains(r) {
+                    held.push(r);
+                }
+            }
+            let mut at = 0;
+            for r in held {
+                for end in at + MIN_RUN..=j.text.len() {
+                    slices.push(j.text[at..end].to_vec());
+                }
+                at += r.len();
             }
             for (x, y) in cuts {
                 let n = j.text.len();
