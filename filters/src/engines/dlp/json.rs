@@ -386,6 +386,23 @@ impl Scanner {
             })
             .collect())
     }
+
+    /// Tests: the findings of `text` carried in a tool result, as
+    /// `(JSON path, detector, start, end)` in order (what two scanners, or
+    /// one with a shortcut switched off, are compared by).
+    #[cfg(test)]
+    pub(crate) fn tool_result_spans(&self, text: &str) -> Vec<(String, usize, usize, usize)> {
+        let raw = serde_json::json!({"result": {"content": [{"type": "text", "text": text}]}})
+            .to_string();
+        let mut v: Vec<_> = self
+            .scan_json(raw.as_bytes())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, h)| (p, h.detector, h.start, h.end))
+            .collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 impl Scanner {
